@@ -1,0 +1,159 @@
+/*
+ * proto.h - the contract between a connection and a protocol front-end.
+ *
+ * server/ owns sockets, TLS, timeouts, limits, password checking and logging;
+ * it implements the conn_* functions below.  A front-end (protocols/imap,
+ * pop3, lmtp) implements a struct proto_ops and uses only this header and
+ * store/store.h.  Knowledge flows one way: server -> protocols -> store.
+ *
+ * Input arrives in one of two modes.  In line mode (the default) each line
+ * is handed to ops->line without its CRLF (or bare LF).  In bytes mode the
+ * buffered input is handed to ops->bytes, which returns how much it used;
+ * the rest is kept and offered again with the next input, or to ops->line
+ * after the front-end returns to line mode.  Literals and LMTP DATA use
+ * bytes mode.  All callbacks run on the loop thread.
+ */
+#ifndef ONEBOX_PROTO_H
+#define ONEBOX_PROTO_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/store.h"
+
+typedef struct conn conn;
+
+struct proto_ops {
+	const char *name; /* "imap", "pop3", "lmtp": used in logs */
+	/* The one line (with CRLF) written to a client refused because a
+	 * connection limit is reached or the server is stopping. */
+	const char *refuse_busy;
+	/* A connection was accepted (and, for implicit TLS, its handshake is
+	 * done).  Create the session, write the greeting, return the session.
+	 * NULL (out of memory) closes the connection; ops->close is not called. */
+	void *(*open)(conn *c);
+	/* One line, without its line end; LINE[LEN] is NUL and LINE is
+	 * writable.  A line may hold NUL bytes: trust LEN. */
+	void (*line)(void *sess, char *line, size_t len);
+	/* Bytes mode: consume a prefix of P and return its length. */
+	size_t (*bytes)(void *sess, const char *p, size_t len);
+	/* A line grew past the limit; it was discarded up to its end. */
+	void (*line_too_long)(void *sess);
+	/* The output queue fell below the low-water mark (see conn_congested). */
+	void (*drained)(void *sess);
+	/* The idle timer expired.  The front-end may write a farewell; the
+	 * connection is closed after this returns. */
+	void (*timeout)(void *sess);
+	/* The connection is gone and no conn_hold is outstanding: free SESS. */
+	void (*close)(void *sess);
+};
+
+/* Settings the front-ends read; filled by the server from the config. */
+enum pop3_delete_mode { POP3_DELETE_EXPUNGE, POP3_DELETE_FLAG, POP3_DELETE_TRASH };
+enum pop3_uidl_format {
+	POP3_UIDL_DOVECOT,  /* %08X UID then %08X UIDVALIDITY (default) */
+	POP3_UIDL_CYRUS,    /* UIDVALIDITY.UID, decimal */
+	POP3_UIDL_COURIER,  /* UIDVALIDITY-UID, decimal */
+	POP3_UIDL_UW,       /* UIDVALIDITY and UID, %08x%08x lower-case */
+};
+
+struct proto_settings {
+	const char *hostname;          /* used in greetings */
+	bool allow_plaintext;          /* password auth without TLS */
+	/* pop3 */
+	enum pop3_delete_mode pop3_delete_mode;
+	enum pop3_uidl_format pop3_uidl_format;
+	bool pop3_lock_session;
+	bool pop3_mark_seen;           /* RETR sets \Seen at QUIT */
+	/* lmtp */
+	size_t max_message_size;       /* octets; larger deliveries get 552 */
+	unsigned lmtp_max_recipients;
+};
+
+/* The store and settings this connection serves (never NULL). */
+store *conn_store(conn *c);
+const struct proto_settings *conn_settings(conn *c);
+
+/* ------------------------------------------------------------- output */
+
+/* Queue bytes for the client (encrypted if TLS is on).  Output is sent when
+ * the current callback returns; it never blocks. */
+void conn_write(conn *c, const void *p, size_t len);
+void conn_puts(conn *c, const char *s);
+void conn_printf(conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Bytes queued and not yet taken by the kernel. */
+size_t conn_queued(const conn *c);
+/* True when the queue is over the high-water mark: stop producing and wait
+ * for ops->drained.  While congested the connection reads no input. */
+bool conn_congested(const conn *c);
+
+/* -------------------------------------------------------------- input */
+
+void conn_mode_line(conn *c);  /* deliver input to ops->line (default) */
+void conn_mode_bytes(conn *c); /* deliver input to ops->bytes */
+/* Stop handing input to the front-end (e.g. while a store request or a
+ * password check is in flight); input stays buffered, up to a limit after
+ * which the socket is not read.  conn_resume hands over what is buffered
+ * later, from the loop, never from inside conn_resume itself. */
+void conn_pause(conn *c);
+void conn_resume(conn *c);
+
+/* ---------------------------------------------------------- lifecycle */
+
+/* Flush what is queued, then close.  No further callbacks but ops->close. */
+void conn_close(conn *c);
+/* True once conn_close was called or the peer went away. */
+bool conn_closed(const conn *c);
+/* Keep the session alive across an asynchronous operation: ops->close is
+ * delayed until every hold is released.  A completion callback checks
+ * conn_closed() first, then releases. */
+void conn_hold(conn *c);
+void conn_release(conn *c);
+/* (Re)arm the idle timer: ops->timeout after SECS seconds without input. */
+void conn_set_timeout(conn *c, unsigned secs);
+/* The configured timeouts, for the front-end to choose from: before login,
+ * and after login for this connection's protocol (limits.*_idle_timeout,
+ * or limits.lmtp_timeout for LMTP). */
+unsigned conn_preauth_timeout(const conn *c);
+unsigned conn_idle_timeout(const conn *c);
+
+/* ---------------------------------------------------------------- TLS */
+
+bool conn_is_tls(const conn *c);
+bool conn_tls_available(const conn *c); /* a certificate is configured */
+/* Upgrade to TLS (STARTTLS/STLS).  Call after writing the positive answer:
+ * that answer is sent in clear, every byte the client sent after the
+ * command is discarded (RFC 2595 section 3.1; RFC 3501 section 6.2.1), and
+ * the handshake starts.  Returns 0, or -1 if TLS is on or unavailable. */
+int conn_starttls(conn *c);
+
+/* --------------------------------------------------------------- auth */
+
+/*
+ * Check USER's PASSWORD against the store, on the thread pool.  CB runs on
+ * the loop thread with ok set and the user's canonical name and id, or ok
+ * false (no such user and wrong password look the same, and take the same
+ * time).  The connection is held across the check; CB must check
+ * conn_closed(c).  Failures are logged and counted for the guessing limits.
+ */
+typedef void (*conn_auth_cb)(conn *c, void *sess, bool ok, const char *user,
+                             uint32_t user_id);
+void conn_auth_password(conn *c, const char *user, const char *password,
+                        conn_auth_cb cb);
+
+/* ------------------------------------------------------------ logging */
+
+/* Peer address as "ip:port" or "unix". */
+const char *conn_peer(const conn *c);
+/* Name the authenticated user in this connection's log lines. */
+void conn_set_user(conn *c, const char *user);
+enum log_level { LOGL_ERR = 0, LOGL_WARN, LOGL_INFO, LOGL_DEBUG };
+void conn_log(conn *c, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* The front-ends, implemented in protocols/<name>/. */
+extern const struct proto_ops lmtp_ops;
+extern const struct proto_ops pop3_ops;
+
+#endif

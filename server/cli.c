@@ -1,0 +1,268 @@
+/*
+ * cli.c - `onebox check`, `onebox user ...` and `onebox deliver`.
+ *
+ * Each opens the store without a loop, so writes are applied in this
+ * process in their own durable transaction.  A running daemon sees them
+ * through the store's change feed (within a second for IDLE clients).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "server/cli.h"
+#include "server/server.h"
+#include "store/store.h"
+
+#define MAX_PASSWORD 1024
+
+static struct cfg *load(const char *cfgfile)
+{
+	return cfg_load(cfgfile, stderr);
+}
+
+static store *open_store(const struct cfg *cfg, bool readonly, int *status)
+{
+	struct store_options so = {
+		.map_size = cfg->storage_map_size,
+		.max_map_size = cfg->storage_max_size,
+		.expunge_retention = cfg->storage_expunge_retention,
+		.readonly = readonly,
+	};
+	store *s = NULL;
+	char err[512];
+	int rc = store_open(&s, cfg->storage_path, &so, NULL, err, sizeof err);
+	if (rc != STORE_OK) {
+		fprintf(stderr, "onebox: %s\n", err);
+		s = NULL;
+	}
+	if (status)
+		*status = rc;
+	return s;
+}
+
+/* The password is the first line of stdin (so `echo pw | onebox user add`
+ * and a here-document both work); its line end is not part of it. */
+static int read_password(char *buf, size_t size)
+{
+	if (!fgets(buf, (int)size, stdin)) {
+		fprintf(stderr, "onebox: expected the password on the first line of stdin\n");
+		return -1;
+	}
+	size_t n = strlen(buf);
+	if (n == size - 1 && buf[n - 1] != '\n') {
+		fprintf(stderr, "onebox: password longer than %d bytes\n", MAX_PASSWORD - 1);
+		return -1;
+	}
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		buf[--n] = '\0';
+	if (n == 0) {
+		fprintf(stderr, "onebox: empty password refused\n");
+		return -1;
+	}
+	return 0;
+}
+
+static int cmd_check(const char *cfgfile)
+{
+	struct cfg *cfg = load(cfgfile);
+	if (!cfg)
+		return CLI_EX_ERROR;
+	int rc = CLI_EX_OK;
+	/* An existing store must be one we can open; a missing one is created
+	 * by the first `serve` or `user add`. */
+	char mdb[4096];
+	struct stat st;
+	snprintf(mdb, sizeof mdb, "%s/data.mdb", cfg->storage_path);
+	if (stat(mdb, &st) == 0) {
+		store *s = open_store(cfg, true, NULL);
+		if (!s)
+			rc = CLI_EX_ERROR;
+		else
+			store_close(s);
+	}
+	if (rc == CLI_EX_OK)
+		printf("%s: configuration is valid\n", cfg->file);
+	cfg_free(cfg);
+	return rc;
+}
+
+static int set_password(const struct cfg *cfg, const char *name, bool add)
+{
+	char pw[MAX_PASSWORD];
+	if (read_password(pw, sizeof pw) != 0)
+		return CLI_EX_ERROR;
+	char *hash = auth_hash_password(pw);
+	explicit_bzero(pw, sizeof pw);
+	if (!hash) {
+		fprintf(stderr, "onebox: password hashing failed\n");
+		return CLI_EX_ERROR;
+	}
+	if (drop_privileges(cfg) != 0) {
+		free(hash);
+		return CLI_EX_ERROR;
+	}
+	store *s = open_store(cfg, false, NULL);
+	if (!s) {
+		free(hash);
+		return CLI_EX_ERROR;
+	}
+	store_req *r = store_req_new();
+	if (add)
+		store_req_user_add(r, name, hash);
+	else
+		store_req_user_passwd(r, name, hash);
+	free(hash);
+	int st = store_req_run(s, r);
+	store_close(s);
+	switch (st) {
+	case STORE_OK:
+		return CLI_EX_OK;
+	case STORE_EXISTS:
+		fprintf(stderr, "onebox: user %s already exists\n", name);
+		return CLI_EX_ERROR;
+	case STORE_NOTFOUND:
+		fprintf(stderr, "onebox: no such user: %s\n", name);
+		return CLI_EX_ERROR;
+	default:
+		fprintf(stderr, "onebox: %s: %s\n", name, store_strerror(st));
+		return CLI_EX_ERROR;
+	}
+}
+
+static int user_del(const struct cfg *cfg, const char *name)
+{
+	if (drop_privileges(cfg) != 0)
+		return CLI_EX_ERROR;
+	store *s = open_store(cfg, false, NULL);
+	if (!s)
+		return CLI_EX_ERROR;
+	store_req *r = store_req_new();
+	store_req_user_del(r, name);
+	int st = store_req_run(s, r);
+	store_close(s);
+	if (st == STORE_OK)
+		return CLI_EX_OK;
+	fprintf(stderr, "onebox: %s: %s\n", name,
+	        st == STORE_NOTFOUND ? "no such user" : store_strerror(st));
+	return CLI_EX_ERROR;
+}
+
+static int print_user(const struct store_user *u, void *arg)
+{
+	(void)arg;
+	printf("%s\n", u->name);
+	return 0;
+}
+
+static int user_list(const struct cfg *cfg)
+{
+	if (drop_privileges(cfg) != 0)
+		return CLI_EX_ERROR;
+	store *s = open_store(cfg, false, NULL);
+	if (!s)
+		return CLI_EX_ERROR;
+	int rc = CLI_EX_ERROR;
+	store_txn *t = store_read_begin(s);
+	if (t) {
+		if (store_user_foreach(t, print_user, NULL) == STORE_OK)
+			rc = CLI_EX_OK;
+		store_read_end(t);
+	}
+	store_close(s);
+	return rc;
+}
+
+static int cmd_user(const char **args, int nargs, const char *cfgfile)
+{
+	if (nargs < 1)
+		return CLI_EX_USAGE;
+	const char *verb = args[0];
+	bool needs_name = strcmp(verb, "list") != 0;
+	if (nargs != (needs_name ? 2 : 1))
+		return CLI_EX_USAGE;
+	if (strcmp(verb, "add") && strcmp(verb, "passwd") && strcmp(verb, "del") &&
+	    strcmp(verb, "list"))
+		return CLI_EX_USAGE;
+	struct cfg *cfg = load(cfgfile);
+	if (!cfg)
+		return CLI_EX_ERROR;
+	int rc;
+	if (!strcmp(verb, "add"))
+		rc = set_password(cfg, args[1], true);
+	else if (!strcmp(verb, "passwd"))
+		rc = set_password(cfg, args[1], false);
+	else if (!strcmp(verb, "del"))
+		rc = user_del(cfg, args[1]);
+	else
+		rc = user_list(cfg);
+	cfg_free(cfg);
+	return rc;
+}
+
+/*
+ * Exit codes follow sysexits(3) as MTAs read them: 0 stored durably,
+ * 67 no such user (bounce), 75 temporary (the MTA retries): a full disk, a
+ * full quota, an unreadable config or a damaged store are all worth a retry
+ * once the administrator has looked.
+ */
+static int cmd_deliver(const char **args, int nargs, const char *cfgfile)
+{
+	if (nargs != 1)
+		return CLI_EX_USAGE;
+	const char *name = args[0];
+	struct cfg *cfg = load(cfgfile);
+	if (!cfg)
+		return CLI_EX_TEMPFAIL;
+	int rc = CLI_EX_TEMPFAIL;
+	store_msg *m = store_msg_new();
+	char buf[65536];
+	size_t n;
+	while ((n = fread(buf, 1, sizeof buf, stdin)) > 0)
+		store_msg_append(m, buf, n);
+	if (ferror(stdin)) {
+		fprintf(stderr, "onebox: reading the message: %s\n", strerror(errno));
+		goto out;
+	}
+	store_msg_finish(m);
+	if (drop_privileges(cfg) != 0)
+		goto out;
+	store *s = open_store(cfg, false, NULL);
+	if (!s)
+		goto out;
+	store_req *r = store_req_new();
+	store_req_deliver(r, name, NULL, m, 0, 0);
+	int st = store_req_run(s, r);
+	store_close(s);
+	switch (st) {
+	case STORE_OK:
+		rc = CLI_EX_OK;
+		break;
+	case STORE_NOTFOUND:
+	case STORE_INVALID:
+		fprintf(stderr, "onebox: no such user: %s\n", name);
+		rc = CLI_EX_NOUSER;
+		break;
+	default:
+		fprintf(stderr, "onebox: %s: %s\n", name, store_strerror(st));
+		rc = CLI_EX_TEMPFAIL;
+		break;
+	}
+out:
+	store_msg_unref(m);
+	cfg_free(cfg);
+	return rc;
+}
+
+int cli_run(const char *cmd, const char **args, int nargs, const char *cfgfile)
+{
+	if (!strcmp(cmd, "check"))
+		return nargs == 0 ? cmd_check(cfgfile) : CLI_EX_USAGE;
+	if (!strcmp(cmd, "user"))
+		return cmd_user(args, nargs, cfgfile);
+	if (!strcmp(cmd, "deliver"))
+		return cmd_deliver(args, nargs, cfgfile);
+	return CLI_EX_USAGE;
+}

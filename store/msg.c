@@ -1,0 +1,195 @@
+/*
+ * msg.c - store_msg, a message as it is received (LMTP DATA, IMAP APPEND,
+ * `onebox deliver`).  Bytes are normalised to CRLF line ends as they are
+ * appended, and the SHA-256 (the body's key in the store), the line count
+ * and the header size are computed on the way, so the writer never re-reads
+ * the bytes.  A message is reference counted with atomics: the loop thread
+ * and the writer thread (which holds a reference while applying a request)
+ * may drop theirs in either order.
+ */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
+
+#include "store/store.h"
+#include "store/store_int.h"
+
+struct store_msg {
+	atomic_uint refs;
+	char *buf;              /* normalised bytes, NUL-terminated when allocated */
+	size_t len, cap;
+	gnutls_hash_hd_t hash;
+	bool hash_live;         /* HASH must still be deinitialised */
+	bool pending_cr;        /* the last input byte was a CR: LF may follow */
+	bool finished;
+	bool failed;            /* out of memory or hash failure: unusable */
+	bool header_found;
+	size_t line_len;        /* octets since the last CRLF */
+	uint64_t lines;
+	uint64_t header_size;
+	uint8_t id[32];
+};
+
+store_msg *store_msg_new(void)
+{
+	store_msg *m = calloc(1, sizeof *m);
+	if (!m)
+		return NULL;
+	atomic_init(&m->refs, 1);
+	if (gnutls_hash_init(&m->hash, GNUTLS_DIG_SHA256) == 0)
+		m->hash_live = true;
+	else
+		m->failed = true;
+	return m;
+}
+
+/* Make room for NEED more octets plus the NUL we keep after the data. */
+static bool msg_reserve(store_msg *m, size_t need)
+{
+	if (m->cap - m->len > need)
+		return true;
+	if (need > SIZE_MAX / 2 - m->len)
+		return false;
+	size_t cap = m->cap ? m->cap : 4096;
+	while (cap - m->len <= need)
+		cap *= 2;
+	char *p = realloc(m->buf, cap);
+	if (!p)
+		return false;
+	m->buf = p;
+	m->cap = cap;
+	return true;
+}
+
+/* A CRLF was just written ending at offset END: count the line and note
+ * the end of the header at the first empty line (RFC 5322 section 2.1). */
+static void msg_line_end(store_msg *m, size_t end)
+{
+	m->lines++;
+	if (!m->header_found && m->line_len == 0) {
+		m->header_found = true;
+		m->header_size = end;
+	}
+	m->line_len = 0;
+}
+
+/*
+ * Bare LF and bare CR both become CRLF (RFC 5322 section 2.3 forbids bare
+ * ones, and IMAP serves exactly these octets).  A CR at the end of one
+ * chunk is held until the next byte tells whether it is followed by LF.
+ */
+void store_msg_append(store_msg *m, const char *p, size_t len)
+{
+	if (!m || m->finished || m->failed || len == 0)
+		return;
+	/* Each input byte yields at most two octets, plus a held CR's two. */
+	if (len > SIZE_MAX / 2 - 2 || !msg_reserve(m, 2 * len + 2)) {
+		m->failed = true;
+		return;
+	}
+	size_t start = m->len;
+	char *o = m->buf + m->len;
+	for (size_t i = 0; i < len; i++) {
+		char c = p[i];
+		if (m->pending_cr) {
+			m->pending_cr = false;
+			*o++ = '\r';
+			*o++ = '\n';
+			msg_line_end(m, (size_t)(o - m->buf));
+			if (c == '\n')
+				continue;
+		}
+		if (c == '\r') {
+			m->pending_cr = true;
+		} else if (c == '\n') {
+			*o++ = '\r';
+			*o++ = '\n';
+			msg_line_end(m, (size_t)(o - m->buf));
+		} else {
+			*o++ = c;
+			m->line_len++;
+		}
+	}
+	m->len = (size_t)(o - m->buf);
+	m->buf[m->len] = '\0';
+	if (m->len > start && gnutls_hash(m->hash, m->buf + start, m->len - start) != 0)
+		m->failed = true;
+}
+
+size_t store_msg_finish(store_msg *m)
+{
+	if (!m)
+		return 0;
+	if (m->finished)
+		return m->len;
+	m->finished = true;
+	if (m->failed)
+		goto out;
+	if (m->pending_cr) {
+		m->pending_cr = false;
+		if (!msg_reserve(m, 2)) {
+			m->failed = true;
+			goto out;
+		}
+		size_t start = m->len;
+		m->buf[m->len++] = '\r';
+		m->buf[m->len++] = '\n';
+		m->buf[m->len] = '\0';
+		msg_line_end(m, m->len);
+		if (gnutls_hash(m->hash, m->buf + start, 2) != 0)
+			m->failed = true;
+	}
+	if (m->line_len > 0)
+		m->lines++;     /* a last line without its CRLF still counts */
+	if (!m->header_found)
+		m->header_size = m->len;
+out:
+	if (m->hash_live) {
+		gnutls_hash_deinit(m->hash, m->id);
+		m->hash_live = false;
+	}
+	return m->len;
+}
+
+size_t store_msg_size(const store_msg *m)
+{
+	return m ? m->len : 0;
+}
+
+const char *store_msg_data(const store_msg *m)
+{
+	return m && m->buf ? m->buf : "";
+}
+
+void store_msg_ref(store_msg *m)
+{
+	if (m)
+		atomic_fetch_add(&m->refs, 1);
+}
+
+void store_msg_unref(store_msg *m)
+{
+	if (!m || atomic_fetch_sub(&m->refs, 1) != 1)
+		return;
+	if (m->hash_live) {
+		uint8_t scratch[32];
+		gnutls_hash_deinit(m->hash, scratch);
+	}
+	free(m->buf);
+	free(m);
+}
+
+bool store_msg_info_get(const store_msg *m, struct store_msg_info *out)
+{
+	if (!m || !m->finished || m->failed)
+		return false;
+	out->data = store_msg_data(m);
+	out->size = m->len;
+	out->lines = m->lines;
+	out->header_size = m->header_size;
+	memcpy(out->id, m->id, sizeof out->id);
+	return true;
+}

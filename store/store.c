@@ -1,0 +1,2606 @@
+/*
+ * store.c - the onebox message store over one LMDB environment.
+ *
+ * This file owns the on-disk layout (documented once, in docs/store.md):
+ * the named databases, their big-endian keys and versioned records, and
+ * every read and write of them.  It also owns the writer thread (group
+ * commit of queued requests, map growth on MDB_MAP_FULL), the hand-back of
+ * finished requests to the libuv loop, and the change notifications
+ * (watches, plus a timer that notices commits made by other processes).
+ * Message reception (CRLF normalisation, hashing) lives in msg.c.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store/store.h"
+#include "store/store_int.h"
+
+#define STORE_FORMAT "onebox-store 1"   /* meta "format": magic and version */
+#define DEFAULT_MAP_SIZE ((size_t)1 << 30)
+#define NAME_MAX_LEN 255                /* user and mailbox names, octets */
+#define HASH_MAX_LEN 511                /* crypt(3) strings are far shorter */
+#define MAX_READERS 1024                /* concurrent read txns (MDB_NOTLS) */
+#define WATCH_POLL_MS 200               /* other-process commit detection */
+#define PURGE_BATCH 64                  /* expunged records dropped per commit */
+#define REC_VERSION 1
+
+/* ------------------------------------------------------------ the store */
+
+struct store_watch {
+	store *s;
+	uint32_t mailbox_id;
+	void (*fn)(void *arg, uint32_t mailbox_id);
+	void *arg;
+	struct store_watch *prev, *next;
+	bool dead;              /* removed while watchers were being called */
+};
+
+struct store {
+	MDB_env *env;
+	MDB_dbi db_meta, db_users, db_user_ids, db_names, db_mailboxes,
+	        db_messages, db_changes, db_bodies, db_body_info, db_expunged;
+	struct store_options opt;
+	/* Read txns (and the writer's txn) hold this shared; a map resize holds
+	 * it exclusive, because mdb_env_set_mapsize needs no live txn. */
+	pthread_rwlock_t maplock;
+
+	uv_loop_t *loop;        /* NULL: synchronous store */
+	uv_thread_t thread;
+	bool thread_started;
+	uv_mutex_t mu;          /* guards everything down to writer_last */
+	uv_cond_t cond;
+	bool stopping;
+	store_req *queue_head, *queue_tail;     /* submitted, not yet applied */
+	store_req *done_head, *done_tail;       /* applied, callbacks pending */
+	uint32_t *touched;                      /* mailboxes the done batches wrote */
+	size_t ntouched, captouched;
+	bool foreign;           /* another process committed between our commits */
+	uint64_t done_commit;   /* commit counter after the last posted batch */
+	uint64_t writer_last;   /* commit counter after our writer's last commit */
+
+	/* Loop thread only. */
+	uv_async_t *async;
+	uv_timer_t *timer;
+	bool timer_running;
+	size_t outstanding;     /* submitted requests whose callback has not run */
+	uint64_t known_commit;  /* watchers have been told up to this commit */
+	struct store_watch *watch_head, *watch_tail;
+	size_t nwatches;
+	unsigned notifying;     /* depth of watcher calls in progress */
+};
+
+struct store_txn {
+	store *s;
+	MDB_txn *txn;
+};
+
+/* -------------------------------------------------------------- requests */
+
+enum op_kind {
+	OP_USER_ADD, OP_USER_DEL, OP_USER_PASSWD, OP_USER_QUOTA, OP_DELIVER,
+	OP_FLAGS, OP_EXPUNGE, OP_MOVE, OP_COPY, OP_MBOX_CREATE, OP_MBOX_DELETE,
+	OP_MBOX_RENAME, OP_MBOX_SUBSCRIBE,
+};
+
+struct store_op {
+	enum op_kind kind;
+	char *user;             /* user name */
+	char *str;              /* hash, or mailbox name */
+	store_msg *msg;
+	uint32_t mailbox_id, uid, dest_id;
+	uint32_t add, remove;   /* flags; add also: deliver flags, subscribe */
+	uint64_t n1, n2;        /* quota */
+	int64_t date;
+};
+
+struct store_req {
+	struct store_op *ops;
+	struct store_result *res;
+	size_t n, cap;
+	bool oom;               /* building the request ran out of memory */
+	int status;
+	store_req_cb cb;
+	void *arg;
+	store_req *next;
+};
+
+const char *store_strerror(int status)
+{
+	switch (status) {
+	case STORE_OK: return "success";
+	case STORE_NOTFOUND: return "not found";
+	case STORE_EXISTS: return "already exists";
+	case STORE_INVALID: return "invalid argument";
+	case STORE_OVERQUOTA: return "quota exceeded";
+	case STORE_TEMPFAIL: return "temporary failure (disk or map full, I/O error)";
+	case STORE_CORRUPT: return "not a onebox store, or damaged";
+	default: return "unknown error";
+	}
+}
+
+/* LMDB errors that mean the file is not what we expect, versus the rest
+ * (I/O, space, resources), which are worth a retry. */
+static int status_of(int rc)
+{
+	switch (rc) {
+	case 0: return STORE_OK;
+	case MDB_NOTFOUND: return STORE_NOTFOUND;
+	case MDB_CORRUPTED: case MDB_INVALID: case MDB_VERSION_MISMATCH:
+	case MDB_PAGE_NOTFOUND: case MDB_INCOMPATIBLE:
+		return STORE_CORRUPT;
+	default: return STORE_TEMPFAIL;
+	}
+}
+
+/* ------------------------------------------------------- byte encoding */
+
+static void be32_put(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+
+static uint32_t be32_get(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void be64_put(uint8_t *p, uint64_t v)
+{
+	be32_put(p, (uint32_t)(v >> 32));
+	be32_put(p + 4, (uint32_t)v);
+}
+
+static uint64_t be64_get(const uint8_t *p)
+{
+	return (uint64_t)be32_get(p) << 32 | be32_get(p + 4);
+}
+
+/* Records are written into a caller's buffer; OVER flags a too-small one
+ * (a bug, but reported as STORE_INVALID rather than a crash). */
+struct enc {
+	uint8_t *p;
+	size_t len, cap;
+	bool over;
+};
+
+static void enc_bytes(struct enc *e, const void *p, size_t n)
+{
+	if (e->over || e->cap - e->len < n) {
+		e->over = true;
+		return;
+	}
+	if (n)
+		memcpy(e->p + e->len, p, n);
+	e->len += n;
+}
+
+static void enc_u8(struct enc *e, uint8_t v) { enc_bytes(e, &v, 1); }
+static void enc_u16(struct enc *e, uint16_t v)
+{
+	uint8_t b[2] = { (uint8_t)(v >> 8), (uint8_t)v };
+	enc_bytes(e, b, 2);
+}
+static void enc_u32(struct enc *e, uint32_t v) { uint8_t b[4]; be32_put(b, v); enc_bytes(e, b, 4); }
+static void enc_u64(struct enc *e, uint64_t v) { uint8_t b[8]; be64_put(b, v); enc_bytes(e, b, 8); }
+
+/* A string: u16 length, the bytes, a NUL (so readers can point into the map). */
+static void enc_str(struct enc *e, const char *s, size_t n)
+{
+	enc_u16(e, (uint16_t)n);
+	enc_bytes(e, s, n);
+	enc_u8(e, 0);
+}
+
+/* Decoding never reads past the value: a short or malformed record sets
+ * BAD and the caller reports STORE_CORRUPT. */
+struct dec {
+	const uint8_t *p;
+	size_t len, pos;
+	bool bad;
+};
+
+static const uint8_t *dec_take(struct dec *d, size_t n)
+{
+	if (d->bad || d->len - d->pos < n) {
+		d->bad = true;
+		return NULL;
+	}
+	const uint8_t *r = d->p + d->pos;
+	d->pos += n;
+	return r;
+}
+
+static uint8_t dec_u8(struct dec *d) { const uint8_t *p = dec_take(d, 1); return p ? p[0] : 0; }
+static uint16_t dec_u16(struct dec *d)
+{
+	const uint8_t *p = dec_take(d, 2);
+	return p ? (uint16_t)(p[0] << 8 | p[1]) : 0;
+}
+static uint32_t dec_u32(struct dec *d) { const uint8_t *p = dec_take(d, 4); return p ? be32_get(p) : 0; }
+static uint64_t dec_u64(struct dec *d) { const uint8_t *p = dec_take(d, 8); return p ? be64_get(p) : 0; }
+
+static const char *dec_str(struct dec *d, size_t *lenp)
+{
+	size_t n = dec_u16(d);
+	const uint8_t *p = dec_take(d, n + 1);
+	if (!p || p[n] != 0) {
+		d->bad = true;
+		return "";
+	}
+	if (lenp)
+		*lenp = n;
+	return (const char *)p;
+}
+
+static struct dec dec_of(const MDB_val *v)
+{
+	struct dec d = { v->mv_data, v->mv_size, 0, false };
+	return d;
+}
+
+/* ---------------------------------------------------------- the records */
+
+/* users: name -> this.  Later versions may append fields (SCRAM secrets);
+ * readers ignore what follows the fields they know. */
+struct urec {
+	struct store_user u;    /* name/pass_hash point into the arrays below */
+	int64_t created;
+	char hash[HASH_MAX_LEN + 1];
+	char name[NAME_MAX_LEN + 1];
+};
+
+static int user_decode(const MDB_val *v, struct store_user *u, int64_t *created)
+{
+	struct dec d = dec_of(v);
+	if (dec_u8(&d) != REC_VERSION)
+		return STORE_CORRUPT;
+	u->id = dec_u32(&d);
+	u->used_bytes = dec_u64(&d);
+	u->used_messages = dec_u64(&d);
+	u->quota_bytes = dec_u64(&d);
+	u->quota_messages = dec_u64(&d);
+	int64_t c = (int64_t)dec_u64(&d);
+	if (created)
+		*created = c;
+	u->pass_hash = dec_str(&d, NULL);
+	u->name = dec_str(&d, NULL);
+	return d.bad ? STORE_CORRUPT : STORE_OK;
+}
+
+/* A copy that survives later writes in the same write txn. */
+static int urec_decode(const MDB_val *v, struct urec *r)
+{
+	int st = user_decode(v, &r->u, &r->created);
+	if (st)
+		return st;
+	size_t hl = strlen(r->u.pass_hash), nl = strlen(r->u.name);
+	if (hl > HASH_MAX_LEN || nl > NAME_MAX_LEN)
+		return STORE_CORRUPT;
+	memcpy(r->hash, r->u.pass_hash, hl + 1);
+	memcpy(r->name, r->u.name, nl + 1);
+	r->u.pass_hash = r->hash;
+	r->u.name = r->name;
+	return STORE_OK;
+}
+
+static size_t urec_encode(const struct urec *r, uint8_t *buf, size_t cap)
+{
+	struct enc e = { buf, 0, cap, false };
+	enc_u8(&e, REC_VERSION);
+	enc_u32(&e, r->u.id);
+	enc_u64(&e, r->u.used_bytes);
+	enc_u64(&e, r->u.used_messages);
+	enc_u64(&e, r->u.quota_bytes);
+	enc_u64(&e, r->u.quota_messages);
+	enc_u64(&e, (uint64_t)r->created);
+	enc_str(&e, r->hash, strlen(r->hash));
+	enc_str(&e, r->name, strlen(r->name));
+	return e.over ? 0 : e.len;
+}
+
+/* mailboxes: id -> this (the id itself is the key). */
+struct mrec {
+	struct store_mailbox m;
+	char name[NAME_MAX_LEN + 1];
+};
+
+static int mailbox_decode(uint32_t id, const MDB_val *v, struct store_mailbox *m)
+{
+	struct dec d = dec_of(v);
+	if (dec_u8(&d) != REC_VERSION)
+		return STORE_CORRUPT;
+	m->id = id;
+	m->user_id = dec_u32(&d);
+	m->uidvalidity = dec_u32(&d);
+	m->uidnext = dec_u32(&d);
+	m->highestmodseq = dec_u64(&d);
+	m->messages = dec_u32(&d);
+	m->unseen = dec_u32(&d);
+	m->deleted = dec_u32(&d);
+	m->bytes = dec_u64(&d);
+	m->special_use = dec_u32(&d);
+	m->subscribed = dec_u8(&d) != 0;
+	m->name = dec_str(&d, NULL);
+	return d.bad ? STORE_CORRUPT : STORE_OK;
+}
+
+static int mrec_decode(uint32_t id, const MDB_val *v, struct mrec *r)
+{
+	int st = mailbox_decode(id, v, &r->m);
+	if (st)
+		return st;
+	size_t nl = strlen(r->m.name);
+	if (nl > NAME_MAX_LEN)
+		return STORE_CORRUPT;
+	memcpy(r->name, r->m.name, nl + 1);
+	r->m.name = r->name;
+	return STORE_OK;
+}
+
+static size_t mrec_encode(const struct mrec *r, uint8_t *buf, size_t cap)
+{
+	struct enc e = { buf, 0, cap, false };
+	enc_u8(&e, REC_VERSION);
+	enc_u32(&e, r->m.user_id);
+	enc_u32(&e, r->m.uidvalidity);
+	enc_u32(&e, r->m.uidnext);
+	enc_u64(&e, r->m.highestmodseq);
+	enc_u32(&e, r->m.messages);
+	enc_u32(&e, r->m.unseen);
+	enc_u32(&e, r->m.deleted);
+	enc_u64(&e, r->m.bytes);
+	enc_u32(&e, r->m.special_use);
+	enc_u8(&e, r->m.subscribed ? 1 : 0);
+	enc_str(&e, r->name, strlen(r->name));
+	return e.over ? 0 : e.len;
+}
+
+/* messages: (mailbox, uid) -> this fixed record; also the value of an
+ * `expunged` entry. */
+#define MSG_REC_SIZE (1 + 4 + 8 + 8 + 8 + 8 + 4 + 4 + 4 + 32)
+
+static int message_decode(uint32_t uid, const MDB_val *v, struct store_message *m)
+{
+	struct dec d = dec_of(v);
+	if (dec_u8(&d) != REC_VERSION)
+		return STORE_CORRUPT;
+	m->uid = uid;
+	m->flags = dec_u32(&d);
+	m->keywords = dec_u64(&d);
+	m->modseq = dec_u64(&d);
+	m->internal_date = (int64_t)dec_u64(&d);
+	m->save_date = (int64_t)dec_u64(&d);
+	m->size = dec_u32(&d);
+	m->lines = dec_u32(&d);
+	m->header_size = dec_u32(&d);
+	const uint8_t *id = dec_take(&d, 32);
+	if (d.bad || !id)
+		return STORE_CORRUPT;
+	memcpy(m->body_id, id, 32);
+	return STORE_OK;
+}
+
+static void message_encode(const struct store_message *m, uint8_t buf[MSG_REC_SIZE])
+{
+	struct enc e = { buf, 0, MSG_REC_SIZE, false };
+	enc_u8(&e, REC_VERSION);
+	enc_u32(&e, m->flags);
+	enc_u64(&e, m->keywords);
+	enc_u64(&e, m->modseq);
+	enc_u64(&e, (uint64_t)m->internal_date);
+	enc_u64(&e, (uint64_t)m->save_date);
+	enc_u32(&e, m->size);
+	enc_u32(&e, m->lines);
+	enc_u32(&e, m->header_size);
+	enc_bytes(&e, m->body_id, 32);
+}
+
+/* body_info: body id -> {refcount, size, lines, header_size}. */
+#define BODY_INFO_SIZE 16
+
+/* ------------------------------------------------------------ key makers */
+
+static size_t key_mb_name(uint8_t *k, uint32_t user_id, const char *name)
+{
+	size_t n = strlen(name);
+	be32_put(k, user_id);
+	memcpy(k + 4, name, n);
+	return 4 + n;
+}
+
+static void key_msg(uint8_t k[8], uint32_t mailbox_id, uint32_t uid)
+{
+	be32_put(k, mailbox_id);
+	be32_put(k + 4, uid);
+}
+
+static void key_change(uint8_t k[12], uint32_t mailbox_id, uint64_t modseq)
+{
+	be32_put(k, mailbox_id);
+	be64_put(k + 4, modseq);
+}
+
+static MDB_val val_of(const void *p, size_t n)
+{
+	MDB_val v = { n, (void *)(uintptr_t)p };
+	return v;
+}
+
+/* ----------------------------------------------------- names and checks */
+
+/* Names are UTF-8 (or at least bytes) without control characters, 1 to 255
+ * octets: they become keys and appear in protocol responses. */
+static bool name_ok(const char *n)
+{
+	if (!n)
+		return false;
+	size_t len = strlen(n);
+	if (len == 0 || len > NAME_MAX_LEN)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)n[i];
+		if (c < 0x20 || c == 0x7f)
+			return false;
+	}
+	return true;
+}
+
+/* "INBOX" is case-insensitive (RFC 3501 section 5.1); it is stored as such. */
+static const char *mbox_canon(const char *name)
+{
+	return strcasecmp(name, "INBOX") == 0 ? "INBOX" : name;
+}
+
+/* -------------------------------------------------------- the map lock */
+
+/* How many txns this thread holds: a thread that holds one must not try
+ * to take the map lock exclusive (it would wait for itself). */
+static _Thread_local unsigned maplock_depth;
+
+static void maplock_shared(store *s)
+{
+	pthread_rwlock_rdlock(&s->maplock);
+	maplock_depth++;
+}
+
+static void maplock_release(store *s)
+{
+	maplock_depth--;
+	pthread_rwlock_unlock(&s->maplock);
+}
+
+/*
+ * Begin a txn holding the map lock shared for its life.  MDB_MAP_RESIZED
+ * means another process grew the map: adopt its size (which needs no txn of
+ * ours alive, hence the exclusive lock) and retry.
+ */
+static int txn_begin(store *s, unsigned flags, MDB_txn **out)
+{
+	for (int tries = 0;; tries++) {
+		maplock_shared(s);
+		int rc = mdb_txn_begin(s->env, NULL, flags, out);
+		if (rc != MDB_MAP_RESIZED) {
+			if (rc)
+				maplock_release(s);
+			return rc;
+		}
+		maplock_release(s);
+		if (maplock_depth > 0 || tries >= 8)
+			return rc;
+		pthread_rwlock_wrlock(&s->maplock);
+		mdb_env_set_mapsize(s->env, 0);
+		pthread_rwlock_unlock(&s->maplock);
+	}
+}
+
+/* Double the map after MDB_MAP_FULL, up to max_map_size.  0 on success. */
+static int map_grow(store *s)
+{
+	if (maplock_depth > 0)
+		return -1;
+	pthread_rwlock_wrlock(&s->maplock);
+	MDB_envinfo info;
+	int rc = mdb_env_info(s->env, &info);
+	size_t cur = info.me_mapsize, want = cur * 2;
+	if (rc == 0 && cur > SIZE_MAX / 2)
+		rc = -1;
+	if (rc == 0 && s->opt.max_map_size && want > s->opt.max_map_size)
+		want = s->opt.max_map_size;
+	if (rc == 0 && want <= cur)
+		rc = -1;
+	if (rc == 0)
+		rc = mdb_env_set_mapsize(s->env, want);
+	pthread_rwlock_unlock(&s->maplock);
+	return rc ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------ reads */
+
+store_txn *store_read_begin(store *s)
+{
+	if (!s)
+		return NULL;
+	store_txn *t = malloc(sizeof *t);
+	if (!t)
+		return NULL;
+	t->s = s;
+	if (txn_begin(s, MDB_RDONLY, &t->txn) != 0) {
+		free(t);
+		return NULL;
+	}
+	return t;
+}
+
+void store_read_end(store_txn *t)
+{
+	if (!t)
+		return;
+	mdb_txn_abort(t->txn);
+	maplock_release(t->s);
+	free(t);
+}
+
+/* mdb_get with the result as a store status. */
+static int tx_get(MDB_txn *txn, MDB_dbi dbi, const void *k, size_t kl, MDB_val *v)
+{
+	MDB_val key = val_of(k, kl);
+	return status_of(mdb_get(txn, dbi, &key, v));
+}
+
+static int meta_get_u64(MDB_txn *txn, store *s, const char *key, uint64_t *out)
+{
+	MDB_val v;
+	int st = tx_get(txn, s->db_meta, key, strlen(key), &v);
+	if (st == STORE_NOTFOUND) {
+		*out = 0;
+		return STORE_OK;
+	}
+	if (st)
+		return st;
+	if (v.mv_size != 8)
+		return STORE_CORRUPT;
+	*out = be64_get(v.mv_data);
+	return STORE_OK;
+}
+
+int store_user_get(store_txn *t, const char *name, struct store_user *out)
+{
+	if (!t || !name_ok(name))
+		return STORE_NOTFOUND;
+	MDB_val v;
+	int st = tx_get(t->txn, t->s->db_users, name, strlen(name), &v);
+	if (st)
+		return st;
+	return user_decode(&v, out, NULL);
+}
+
+int store_user_foreach(store_txn *t, int (*fn)(const struct store_user *, void *),
+                       void *arg)
+{
+	MDB_cursor *c;
+	int rc = mdb_cursor_open(t->txn, t->s->db_users, &c);
+	if (rc)
+		return status_of(rc);
+	MDB_val k, v;
+	int st = STORE_OK;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		struct store_user u;
+		st = user_decode(&v, &u, NULL);
+		if (st || fn(&u, arg))
+			break;
+	}
+	mdb_cursor_close(c);
+	if (st)
+		return st;
+	return rc == 0 || rc == MDB_NOTFOUND ? STORE_OK : status_of(rc);
+}
+
+static int mailbox_get_id_tx(MDB_txn *txn, store *s, uint32_t id, struct store_mailbox *out)
+{
+	uint8_t k[4];
+	be32_put(k, id);
+	MDB_val v;
+	int st = tx_get(txn, s->db_mailboxes, k, 4, &v);
+	if (st)
+		return st;
+	return mailbox_decode(id, &v, out);
+}
+
+/* The mailbox id of (USER_ID, NAME), NAME already canonical. */
+static int mailbox_lookup_tx(MDB_txn *txn, store *s, uint32_t user_id, const char *name,
+                             uint32_t *id)
+{
+	if (!name_ok(name))
+		return STORE_NOTFOUND;
+	uint8_t k[4 + NAME_MAX_LEN];
+	size_t kl = key_mb_name(k, user_id, name);
+	MDB_val v;
+	int st = tx_get(txn, s->db_names, k, kl, &v);
+	if (st)
+		return st;
+	if (v.mv_size != 4)
+		return STORE_CORRUPT;
+	*id = be32_get(v.mv_data);
+	return STORE_OK;
+}
+
+int store_mailbox_get(store_txn *t, uint32_t user_id, const char *name,
+                      struct store_mailbox *out)
+{
+	if (!t || !name)
+		return STORE_NOTFOUND;
+	uint32_t id;
+	int st = mailbox_lookup_tx(t->txn, t->s, user_id, mbox_canon(name), &id);
+	if (st)
+		return st;
+	return mailbox_get_id_tx(t->txn, t->s, id, out);
+}
+
+int store_mailbox_get_id(store_txn *t, uint32_t mailbox_id, struct store_mailbox *out)
+{
+	if (!t)
+		return STORE_NOTFOUND;
+	return mailbox_get_id_tx(t->txn, t->s, mailbox_id, out);
+}
+
+/* Walk the mailbox ids of USER_ID in name order (a prefix scan of
+ * mailbox_names); FN returns non-zero to stop, and that value is returned
+ * as *STOPPED. */
+static int mailbox_ids_foreach(MDB_txn *txn, store *s, uint32_t user_id,
+                               int (*fn)(uint32_t id, void *arg), void *arg)
+{
+	MDB_cursor *c;
+	int rc = mdb_cursor_open(txn, s->db_names, &c);
+	if (rc)
+		return status_of(rc);
+	uint8_t pk[4];
+	be32_put(pk, user_id);
+	MDB_val k = val_of(pk, 4), v;
+	int st = STORE_OK;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		if (k.mv_size < 4 || memcmp(k.mv_data, pk, 4) != 0)
+			break;
+		if (v.mv_size != 4) {
+			st = STORE_CORRUPT;
+			break;
+		}
+		if ((st = fn(be32_get(v.mv_data), arg)) != 0)
+			break;
+	}
+	mdb_cursor_close(c);
+	if (st)
+		return st;
+	return rc == 0 || rc == MDB_NOTFOUND ? STORE_OK : status_of(rc);
+}
+
+struct mb_walk {
+	store_txn *t;
+	int (*fn)(const struct store_mailbox *, void *);
+	void *arg;
+	uint32_t use;                   /* by_use: the bit wanted */
+	struct store_mailbox *found;
+	int err;
+};
+
+#define WALK_STOP (-1)          /* not a STORE_* value: the walk was stopped */
+
+static int mb_walk_each(uint32_t id, void *arg)
+{
+	struct mb_walk *w = arg;
+	struct store_mailbox m;
+	int st = mailbox_get_id_tx(w->t->txn, w->t->s, id, &m);
+	if (st) {
+		w->err = st;
+		return WALK_STOP;
+	}
+	if (w->found) {
+		if (!(m.special_use & w->use))
+			return 0;
+		*w->found = m;
+		return WALK_STOP;
+	}
+	return w->fn(&m, w->arg) ? WALK_STOP : 0;
+}
+
+int store_mailbox_foreach(store_txn *t, uint32_t user_id,
+                          int (*fn)(const struct store_mailbox *, void *), void *arg)
+{
+	struct mb_walk w = { t, fn, arg, 0, NULL, STORE_OK };
+	int st = mailbox_ids_foreach(t->txn, t->s, user_id, mb_walk_each, &w);
+	if (w.err)
+		return w.err;
+	return st == WALK_STOP ? STORE_OK : st;
+}
+
+int store_mailbox_by_use(store_txn *t, uint32_t user_id, uint32_t use,
+                         struct store_mailbox *out)
+{
+	struct mb_walk w = { t, NULL, NULL, use, out, STORE_OK };
+	int st = mailbox_ids_foreach(t->txn, t->s, user_id, mb_walk_each, &w);
+	if (w.err)
+		return w.err;
+	if (st == WALK_STOP)
+		return STORE_OK;
+	return st ? st : STORE_NOTFOUND;
+}
+
+static int message_get_tx(MDB_txn *txn, store *s, uint32_t mailbox_id, uint32_t uid,
+                          struct store_message *out)
+{
+	uint8_t k[8];
+	key_msg(k, mailbox_id, uid);
+	MDB_val v;
+	int st = tx_get(txn, s->db_messages, k, 8, &v);
+	if (st)
+		return st;
+	return message_decode(uid, &v, out);
+}
+
+int store_message_get(store_txn *t, uint32_t mailbox_id, uint32_t uid,
+                      struct store_message *out)
+{
+	if (!t)
+		return STORE_NOTFOUND;
+	return message_get_tx(t->txn, t->s, mailbox_id, uid, out);
+}
+
+int store_message_foreach(store_txn *t, uint32_t mailbox_id, uint32_t first_uid,
+                          int (*fn)(const struct store_message *, void *), void *arg)
+{
+	MDB_cursor *c;
+	int rc = mdb_cursor_open(t->txn, t->s->db_messages, &c);
+	if (rc)
+		return status_of(rc);
+	uint8_t k0[8];
+	key_msg(k0, mailbox_id, first_uid);
+	MDB_val k = val_of(k0, 8), v;
+	int st = STORE_OK;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		if (k.mv_size != 8 || be32_get(k.mv_data) != mailbox_id)
+			break;
+		struct store_message m;
+		st = message_decode(be32_get((const uint8_t *)k.mv_data + 4), &v, &m);
+		if (st || fn(&m, arg))
+			break;
+	}
+	mdb_cursor_close(c);
+	if (st)
+		return st;
+	return rc == 0 || rc == MDB_NOTFOUND ? STORE_OK : status_of(rc);
+}
+
+int store_body_get(store_txn *t, const uint8_t body_id[32], const char **data,
+                   size_t *len)
+{
+	if (!t)
+		return STORE_NOTFOUND;
+	MDB_val v;
+	int st = tx_get(t->txn, t->s->db_bodies, body_id, 32, &v);
+	if (st)
+		return st;
+	*data = v.mv_size ? v.mv_data : "";
+	*len = v.mv_size;
+	return STORE_OK;
+}
+
+int store_changes_since(store_txn *t, uint32_t mailbox_id, uint64_t since,
+                        int (*fn)(const struct store_change *, void *), void *arg)
+{
+	if (since == UINT64_MAX)
+		return STORE_OK;
+	MDB_cursor *c;
+	int rc = mdb_cursor_open(t->txn, t->s->db_changes, &c);
+	if (rc)
+		return status_of(rc);
+	uint8_t k0[12];
+	key_change(k0, mailbox_id, since + 1);
+	MDB_val k = val_of(k0, 12), v;
+	int st = STORE_OK;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		if (k.mv_size != 12 || be32_get(k.mv_data) != mailbox_id)
+			break;
+		if (v.mv_size < 5) {
+			st = STORE_CORRUPT;
+			break;
+		}
+		const uint8_t *p = v.mv_data;
+		struct store_change ch = {
+			.modseq = be64_get((const uint8_t *)k.mv_data + 4),
+			.uid = be32_get(p),
+			.kind = p[4],
+		};
+		if (fn(&ch, arg))
+			break;
+	}
+	mdb_cursor_close(c);
+	if (st)
+		return st;
+	return rc == 0 || rc == MDB_NOTFOUND ? STORE_OK : status_of(rc);
+}
+
+/* ------------------------------------------------------ write primitives */
+
+/* One write txn.  TXN is the request's child txn while a request is being
+ * applied.  FATAL records an LMDB error that dooms the whole txn (map or
+ * txn full: the batch is retried after growing the map, or split). */
+struct wtx {
+	store *s;
+	MDB_txn *txn;
+	int64_t now;
+	int fatal;
+	uint32_t *touched;
+	size_t ntouched, captouched;
+	bool oom;
+};
+
+static int w_fail(struct wtx *w, int rc)
+{
+	if ((rc == MDB_MAP_FULL || rc == MDB_TXN_FULL) && !w->fatal)
+		w->fatal = rc;
+	return status_of(rc);
+}
+
+static int w_get(struct wtx *w, MDB_dbi dbi, const void *k, size_t kl, MDB_val *v)
+{
+	return tx_get(w->txn, dbi, k, kl, v);
+}
+
+static int w_put(struct wtx *w, MDB_dbi dbi, const void *k, size_t kl, const void *d,
+                 size_t dl)
+{
+	MDB_val key = val_of(k, kl), val = val_of(d, dl);
+	int rc = mdb_put(w->txn, dbi, &key, &val, 0);
+	return rc ? w_fail(w, rc) : STORE_OK;
+}
+
+/* Delete a key; a missing key is fine. */
+static int w_del(struct wtx *w, MDB_dbi dbi, const void *k, size_t kl)
+{
+	MDB_val key = val_of(k, kl);
+	int rc = mdb_del(w->txn, dbi, &key, NULL);
+	return rc == 0 || rc == MDB_NOTFOUND ? STORE_OK : w_fail(w, rc);
+}
+
+static int w_meta_put_u64(struct wtx *w, const char *key, uint64_t val)
+{
+	uint8_t b[8];
+	be64_put(b, val);
+	return w_put(w, w->s->db_meta, key, strlen(key), b, 8);
+}
+
+/* Remember a mailbox the txn changed, so its watchers are called. */
+static void w_touch(struct wtx *w, uint32_t mailbox_id)
+{
+	if (w->ntouched && w->touched[w->ntouched - 1] == mailbox_id)
+		return;
+	if (w->ntouched == w->captouched) {
+		size_t cap = w->captouched ? w->captouched * 2 : 16;
+		uint32_t *p = realloc(w->touched, cap * sizeof *p);
+		if (!p) {
+			w->oom = true;  /* watchers will all be called instead */
+			return;
+		}
+		w->touched = p;
+		w->captouched = cap;
+	}
+	w->touched[w->ntouched++] = mailbox_id;
+}
+
+static int w_user_get(struct wtx *w, const char *name, struct urec *r)
+{
+	MDB_val v;
+	int st = w_get(w, w->s->db_users, name, strlen(name), &v);
+	return st ? st : urec_decode(&v, r);
+}
+
+static int w_user_put(struct wtx *w, const struct urec *r)
+{
+	uint8_t buf[128 + HASH_MAX_LEN + NAME_MAX_LEN];
+	size_t n = urec_encode(r, buf, sizeof buf);
+	if (!n)
+		return STORE_INVALID;
+	return w_put(w, w->s->db_users, r->name, strlen(r->name), buf, n);
+}
+
+/* The owner of a mailbox, found through user_ids (id -> name). */
+static int w_user_by_id(struct wtx *w, uint32_t user_id, struct urec *r)
+{
+	uint8_t k[4];
+	be32_put(k, user_id);
+	MDB_val v;
+	int st = w_get(w, w->s->db_user_ids, k, 4, &v);
+	if (st)
+		return st == STORE_NOTFOUND ? STORE_CORRUPT : st;
+	char name[NAME_MAX_LEN + 1];
+	if (v.mv_size == 0 || v.mv_size > NAME_MAX_LEN)
+		return STORE_CORRUPT;
+	memcpy(name, v.mv_data, v.mv_size);
+	name[v.mv_size] = '\0';
+	st = w_user_get(w, name, r);
+	return st == STORE_NOTFOUND ? STORE_CORRUPT : st;
+}
+
+static int w_mbox_get(struct wtx *w, uint32_t id, struct mrec *r)
+{
+	uint8_t k[4];
+	be32_put(k, id);
+	MDB_val v;
+	int st = w_get(w, w->s->db_mailboxes, k, 4, &v);
+	return st ? st : mrec_decode(id, &v, r);
+}
+
+static int w_mbox_put(struct wtx *w, const struct mrec *r)
+{
+	uint8_t k[4], buf[128 + NAME_MAX_LEN];
+	be32_put(k, r->m.id);
+	size_t n = mrec_encode(r, buf, sizeof buf);
+	if (!n)
+		return STORE_INVALID;
+	return w_put(w, w->s->db_mailboxes, k, 4, buf, n);
+}
+
+static int w_mbox_by_name(struct wtx *w, uint32_t user_id, const char *name, struct mrec *r)
+{
+	uint32_t id;
+	int st = mailbox_lookup_tx(w->txn, w->s, user_id, mbox_canon(name), &id);
+	if (st)
+		return st;
+	st = w_mbox_get(w, id, r);
+	return st == STORE_NOTFOUND ? STORE_CORRUPT : st;
+}
+
+static int w_msg_put(struct wtx *w, uint32_t mailbox_id, const struct store_message *m)
+{
+	uint8_t k[8], buf[MSG_REC_SIZE];
+	key_msg(k, mailbox_id, m->uid);
+	message_encode(m, buf);
+	return w_put(w, w->s->db_messages, k, 8, buf, sizeof buf);
+}
+
+static int w_change_put(struct wtx *w, uint32_t mailbox_id, uint64_t modseq, uint32_t uid,
+                        int kind)
+{
+	uint8_t k[12], v[5];
+	key_change(k, mailbox_id, modseq);
+	be32_put(v, uid);
+	v[4] = (uint8_t)kind;
+	return w_put(w, w->s->db_changes, k, 12, v, 5);
+}
+
+static int w_change_del(struct wtx *w, uint32_t mailbox_id, uint64_t modseq)
+{
+	uint8_t k[12];
+	key_change(k, mailbox_id, modseq);
+	return w_del(w, w->s->db_changes, k, 12);
+}
+
+/* ----------------------------------------------------------- the bodies */
+
+/* Take a reference on body ID, writing the bytes only if it is new: this
+ * is what makes one message to 30 recipients cost one body. */
+static int body_ref(struct wtx *w, const uint8_t id[32], const struct store_msg_info *mi)
+{
+	MDB_val v;
+	int st = w_get(w, w->s->db_body_info, id, 32, &v);
+	uint8_t info[BODY_INFO_SIZE];
+	if (st == STORE_OK) {
+		if (v.mv_size < BODY_INFO_SIZE)
+			return STORE_CORRUPT;
+		memcpy(info, v.mv_data, BODY_INFO_SIZE);
+		uint32_t refs = be32_get(info);
+		if (refs == UINT32_MAX)
+			return STORE_INVALID;
+		be32_put(info, refs + 1);
+		return w_put(w, w->s->db_body_info, id, 32, info, BODY_INFO_SIZE);
+	}
+	if (st != STORE_NOTFOUND)
+		return st;
+	if (!mi)
+		return STORE_CORRUPT;   /* a message refers to a missing body */
+	be32_put(info, 1);
+	be32_put(info + 4, (uint32_t)mi->size);
+	be32_put(info + 8, (uint32_t)mi->lines);
+	be32_put(info + 12, (uint32_t)mi->header_size);
+	st = w_put(w, w->s->db_bodies, id, 32, mi->data, mi->size);
+	if (st)
+		return st;
+	return w_put(w, w->s->db_body_info, id, 32, info, BODY_INFO_SIZE);
+}
+
+/* Drop a reference; the bytes go when the last one does. */
+static int body_unref(struct wtx *w, const uint8_t id[32])
+{
+	MDB_val v;
+	int st = w_get(w, w->s->db_body_info, id, 32, &v);
+	if (st == STORE_NOTFOUND)
+		return STORE_OK;        /* already gone: nothing to release */
+	if (st)
+		return st;
+	if (v.mv_size < BODY_INFO_SIZE)
+		return STORE_CORRUPT;
+	uint8_t info[BODY_INFO_SIZE];
+	memcpy(info, v.mv_data, BODY_INFO_SIZE);
+	uint32_t refs = be32_get(info);
+	if (refs > 1) {
+		be32_put(info, refs - 1);
+		return w_put(w, w->s->db_body_info, id, 32, info, BODY_INFO_SIZE);
+	}
+	if ((st = w_del(w, w->s->db_body_info, id, 32)) != 0)
+		return st;
+	return w_del(w, w->s->db_bodies, id, 32);
+}
+
+/*
+ * Drop the body reference of an expunged message: at once, or (with
+ * expunge_retention) by recording it in `expunged`, keyed by time first so
+ * the purge reads only the expired front of the table.
+ */
+static int body_release_expunged(struct wtx *w, uint32_t mailbox_id,
+                                 const struct store_message *m)
+{
+	if (w->s->opt.expunge_retention == 0)
+		return body_unref(w, m->body_id);
+	uint8_t k[16], buf[MSG_REC_SIZE];
+	be64_put(k, (uint64_t)w->now);
+	be32_put(k + 8, mailbox_id);
+	be32_put(k + 12, m->uid);
+	message_encode(m, buf);
+	return w_put(w, w->s->db_expunged, k, 16, buf, sizeof buf);
+}
+
+/* Release retained bodies whose time is up; bounded so no commit grows
+ * much because of it.  Errors other than map/txn full are left for the
+ * next commit to meet. */
+static void purge_expunged(struct wtx *w)
+{
+	MDB_cursor *c;
+	if (mdb_cursor_open(w->txn, w->s->db_expunged, &c) != 0)
+		return;
+	if (w->now < 0 || (uint64_t)w->now < w->s->opt.expunge_retention) {
+		mdb_cursor_close(c);
+		return;
+	}
+	uint64_t limit = (uint64_t)w->now - w->s->opt.expunge_retention;
+	for (int i = 0; i < PURGE_BATCH && !w->fatal; i++) {
+		MDB_val k, v;
+		if (mdb_cursor_get(c, &k, &v, MDB_FIRST) != 0)
+			break;
+		if (k.mv_size != 16 || be64_get(k.mv_data) > limit)
+			break;
+		struct store_message m;
+		bool ok = message_decode(0, &v, &m) == STORE_OK;
+		int rc = mdb_cursor_del(c, 0);
+		if (rc) {
+			w_fail(w, rc);
+			break;
+		}
+		if (ok)
+			body_unref(w, m.body_id);
+	}
+	mdb_cursor_close(c);
+}
+
+/* ---------------------------------------------------- message primitives */
+
+static void counters_add(struct mrec *mb, const struct store_message *m, int sign)
+{
+	uint32_t d = sign > 0 ? 1u : (uint32_t)-1;
+	mb->m.messages += d;
+	if (!(m->flags & STORE_F_SEEN))
+		mb->m.unseen += d;
+	if (m->flags & STORE_F_DELETED)
+		mb->m.deleted += d;
+	if (sign > 0)
+		mb->m.bytes += m->size;
+	else
+		mb->m.bytes -= m->size;
+}
+
+/* Add M to MB under the next UID and modseq, and write MB back. */
+static int msg_insert(struct wtx *w, struct mrec *mb, struct store_message *m)
+{
+	if (mb->m.uidnext == 0 || mb->m.uidnext == UINT32_MAX)
+		return STORE_INVALID;   /* UIDs exhausted (RFC 3501 2.3.1.1) */
+	m->uid = mb->m.uidnext++;
+	m->modseq = ++mb->m.highestmodseq;
+	int st = w_msg_put(w, mb->m.id, m);
+	if (!st)
+		st = w_change_put(w, mb->m.id, m->modseq, m->uid, STORE_CHANGE_FLAGS);
+	if (st)
+		return st;
+	counters_add(mb, m, 1);
+	w_touch(w, mb->m.id);
+	return w_mbox_put(w, mb);
+}
+
+/* Remove message M (as read) from MB leaving an EXPUNGE tombstone, and
+ * write MB back.  The body reference is the caller's business. */
+static int msg_remove(struct wtx *w, struct mrec *mb, const struct store_message *m)
+{
+	uint8_t k[8];
+	key_msg(k, mb->m.id, m->uid);
+	int st = w_del(w, w->s->db_messages, k, 8);
+	if (!st)
+		st = w_change_del(w, mb->m.id, m->modseq);
+	if (!st)
+		st = w_change_put(w, mb->m.id, ++mb->m.highestmodseq, m->uid,
+		                  STORE_CHANGE_EXPUNGE);
+	if (st)
+		return st;
+	counters_add(mb, m, -1);
+	w_touch(w, mb->m.id);
+	return w_mbox_put(w, mb);
+}
+
+/* Create mailbox NAME for USER_ID.  UIDVALIDITY = max(now, last issued + 1)
+ * so a deleted and recreated mailbox never reuses one (RFC 3501 2.3.1.1). */
+static int mbox_create(struct wtx *w, uint32_t user_id, const char *name, uint32_t use,
+                       struct mrec *out)
+{
+	if (!name_ok(name))
+		return STORE_INVALID;
+	name = mbox_canon(name);
+	uint8_t k[4 + NAME_MAX_LEN];
+	size_t kl = key_mb_name(k, user_id, name);
+	MDB_val v;
+	int st = w_get(w, w->s->db_names, k, kl, &v);
+	if (st == STORE_OK)
+		return STORE_EXISTS;
+	if (st != STORE_NOTFOUND)
+		return st;
+	uint64_t next_id, last_uv;
+	if ((st = meta_get_u64(w->txn, w->s, "next_mailbox_id", &next_id)) != 0 ||
+	    (st = meta_get_u64(w->txn, w->s, "last_uidvalidity", &last_uv)) != 0)
+		return st;
+	if (next_id == 0)
+		next_id = 1;
+	uint64_t uv = (uint64_t)w->now > last_uv ? (uint64_t)w->now : last_uv + 1;
+	if (next_id > UINT32_MAX || uv > UINT32_MAX)
+		return STORE_INVALID;
+	struct mrec r;
+	memset(&r, 0, sizeof r);
+	r.m.id = (uint32_t)next_id;
+	r.m.user_id = user_id;
+	r.m.uidvalidity = (uint32_t)uv;
+	r.m.uidnext = 1;
+	r.m.highestmodseq = 1;  /* messages get modseqs > 1: never 0 (RFC 7162) */
+	r.m.special_use = use;
+	r.m.subscribed = true;
+	memcpy(r.name, name, strlen(name) + 1);
+	r.m.name = r.name;
+	uint8_t idb[4];
+	be32_put(idb, r.m.id);
+	if ((st = w_meta_put_u64(w, "next_mailbox_id", next_id + 1)) != 0 ||
+	    (st = w_meta_put_u64(w, "last_uidvalidity", uv)) != 0 ||
+	    (st = w_put(w, w->s->db_names, k, kl, idb, 4)) != 0 ||
+	    (st = w_mbox_put(w, &r)) != 0)
+		return st;
+	w_touch(w, r.m.id);
+	if (out) {
+		*out = r;
+		out->m.name = out->name;
+	}
+	return STORE_OK;
+}
+
+/* Delete every key of DBI that starts with the 4-byte PREFIX, calling EACH
+ * (if set) with each value first. */
+static int del_prefix(struct wtx *w, MDB_dbi dbi, uint32_t prefix,
+                      int (*each)(struct wtx *w, const MDB_val *k, const MDB_val *v))
+{
+	MDB_cursor *c;
+	int rc = mdb_cursor_open(w->txn, dbi, &c);
+	if (rc)
+		return w_fail(w, rc);
+	uint8_t pk[4];
+	be32_put(pk, prefix);
+	int st = STORE_OK;
+	for (;;) {
+		MDB_val k = val_of(pk, 4), v;
+		rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+		if (rc == MDB_NOTFOUND)
+			break;
+		if (rc) {
+			st = w_fail(w, rc);
+			break;
+		}
+		if (k.mv_size < 4 || memcmp(k.mv_data, pk, 4) != 0)
+			break;
+		if (each && (st = each(w, &k, &v)) != 0)
+			break;
+		if ((rc = mdb_cursor_del(c, 0)) != 0) {
+			st = w_fail(w, rc);
+			break;
+		}
+	}
+	mdb_cursor_close(c);
+	return st;
+}
+
+static int unref_message_body(struct wtx *w, const MDB_val *k, const MDB_val *v)
+{
+	struct store_message m;
+	int st = message_decode(0, v, &m);
+	return st ? st : body_unref(w, m.body_id);
+}
+
+/* Remove mailbox MB and all it holds; the owner's usage is the caller's. */
+static int mbox_destroy(struct wtx *w, const struct mrec *mb)
+{
+	int st = del_prefix(w, w->s->db_messages, mb->m.id, unref_message_body);
+	if (!st)
+		st = del_prefix(w, w->s->db_changes, mb->m.id, NULL);
+	if (st)
+		return st;
+	uint8_t k[4 + NAME_MAX_LEN];
+	size_t kl = key_mb_name(k, mb->m.user_id, mb->name);
+	if ((st = w_del(w, w->s->db_names, k, kl)) != 0)
+		return st;
+	be32_put(k, mb->m.id);
+	w_touch(w, mb->m.id);
+	return w_del(w, w->s->db_mailboxes, k, 4);
+}
+
+/* ------------------------------------------------------------ operations */
+
+static const struct {
+	const char *name;
+	uint32_t use;
+} default_mailboxes[] = {
+	{ "INBOX", 0 },
+	{ "Drafts", STORE_USE_DRAFTS },
+	{ "Sent", STORE_USE_SENT },
+	{ "Trash", STORE_USE_TRASH },
+	{ "Junk", STORE_USE_JUNK },
+	{ "Archive", STORE_USE_ARCHIVE },
+};
+
+static int op_user_add(struct wtx *w, const struct store_op *op)
+{
+	const char *hash = op->str ? op->str : "";
+	if (!name_ok(op->user) || strlen(hash) > HASH_MAX_LEN)
+		return STORE_INVALID;
+	struct urec r;
+	int st = w_user_get(w, op->user, &r);
+	if (st == STORE_OK)
+		return STORE_EXISTS;
+	if (st != STORE_NOTFOUND)
+		return st;
+	uint64_t next;
+	if ((st = meta_get_u64(w->txn, w->s, "next_user_id", &next)) != 0)
+		return st;
+	if (next == 0)
+		next = 1;
+	if (next > UINT32_MAX)
+		return STORE_INVALID;
+	memset(&r, 0, sizeof r);
+	r.u.id = (uint32_t)next;
+	r.created = w->now;
+	memcpy(r.hash, hash, strlen(hash) + 1);
+	memcpy(r.name, op->user, strlen(op->user) + 1);
+	uint8_t k[4];
+	be32_put(k, r.u.id);
+	if ((st = w_meta_put_u64(w, "next_user_id", next + 1)) != 0 ||
+	    (st = w_user_put(w, &r)) != 0 ||
+	    (st = w_put(w, w->s->db_user_ids, k, 4, r.name, strlen(r.name))) != 0)
+		return st;
+	for (size_t i = 0; i < sizeof default_mailboxes / sizeof default_mailboxes[0]; i++) {
+		st = mbox_create(w, r.u.id, default_mailboxes[i].name,
+		                 default_mailboxes[i].use, NULL);
+		if (st)
+			return st;
+	}
+	return STORE_OK;
+}
+
+struct id_list {
+	uint32_t *ids;
+	size_t n, cap;
+	bool oom;
+};
+
+static int collect_id(uint32_t id, void *arg)
+{
+	struct id_list *l = arg;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 16;
+		uint32_t *p = realloc(l->ids, cap * sizeof *p);
+		if (!p) {
+			l->oom = true;
+			return WALK_STOP;
+		}
+		l->ids = p;
+		l->cap = cap;
+	}
+	l->ids[l->n++] = id;
+	return 0;
+}
+
+static int op_user_del(struct wtx *w, const struct store_op *op)
+{
+	struct urec r;
+	if (!name_ok(op->user))
+		return STORE_NOTFOUND;
+	int st = w_user_get(w, op->user, &r);
+	if (st)
+		return st;
+	struct id_list l = { NULL, 0, 0, false };
+	st = mailbox_ids_foreach(w->txn, w->s, r.u.id, collect_id, &l);
+	if (l.oom)
+		st = STORE_TEMPFAIL;
+	for (size_t i = 0; st == STORE_OK && i < l.n; i++) {
+		struct mrec mb;
+		st = w_mbox_get(w, l.ids[i], &mb);
+		if (st == STORE_OK)
+			st = mbox_destroy(w, &mb);
+	}
+	free(l.ids);
+	if (st)
+		return st;
+	uint8_t k[4];
+	be32_put(k, r.u.id);
+	if ((st = w_del(w, w->s->db_user_ids, k, 4)) != 0)
+		return st;
+	return w_del(w, w->s->db_users, r.name, strlen(r.name));
+}
+
+static int op_user_passwd(struct wtx *w, const struct store_op *op)
+{
+	const char *hash = op->str ? op->str : "";
+	if (strlen(hash) > HASH_MAX_LEN)
+		return STORE_INVALID;
+	struct urec r;
+	if (!name_ok(op->user))
+		return STORE_NOTFOUND;
+	int st = w_user_get(w, op->user, &r);
+	if (st)
+		return st;
+	memcpy(r.hash, hash, strlen(hash) + 1);
+	return w_user_put(w, &r);
+}
+
+static int op_user_quota(struct wtx *w, const struct store_op *op)
+{
+	struct urec r;
+	if (!name_ok(op->user))
+		return STORE_NOTFOUND;
+	int st = w_user_get(w, op->user, &r);
+	if (st)
+		return st;
+	r.u.quota_bytes = op->n1;
+	r.u.quota_messages = op->n2;
+	return w_user_put(w, &r);
+}
+
+static bool quota_allows(const struct urec *u, uint64_t bytes)
+{
+	if (u->u.quota_bytes && (u->u.used_bytes + bytes > u->u.quota_bytes ||
+	                         u->u.used_bytes + bytes < u->u.used_bytes))
+		return false;
+	if (u->u.quota_messages && u->u.used_messages + 1 > u->u.quota_messages)
+		return false;
+	return true;
+}
+
+static int op_deliver(struct wtx *w, const struct store_op *op, struct store_result *res)
+{
+	struct store_msg_info mi;
+	if (!store_msg_info_get(op->msg, &mi))
+		return STORE_TEMPFAIL;
+	if (mi.size > UINT32_MAX)
+		return STORE_INVALID;
+	struct urec u;
+	if (!name_ok(op->user))
+		return STORE_NOTFOUND;
+	int st = w_user_get(w, op->user, &u);
+	if (st)
+		return st;
+	struct mrec mb;
+	if ((st = w_mbox_by_name(w, u.u.id, op->str ? op->str : "INBOX", &mb)) != 0)
+		return st;
+	if (!quota_allows(&u, mi.size))
+		return STORE_OVERQUOTA;
+	if ((st = body_ref(w, mi.id, &mi)) != 0)
+		return st;
+	struct store_message m;
+	memset(&m, 0, sizeof m);
+	m.flags = op->add & 0x1f;
+	m.internal_date = op->date ? op->date : w->now;
+	m.save_date = w->now;
+	m.size = (uint32_t)mi.size;
+	m.lines = mi.lines > UINT32_MAX ? UINT32_MAX : (uint32_t)mi.lines;
+	m.header_size = (uint32_t)mi.header_size;
+	memcpy(m.body_id, mi.id, 32);
+	if ((st = msg_insert(w, &mb, &m)) != 0)
+		return st;
+	u.u.used_bytes += m.size;
+	u.u.used_messages++;
+	if ((st = w_user_put(w, &u)) != 0)
+		return st;
+	res->mailbox_id = mb.m.id;
+	res->uid = m.uid;
+	res->uidvalidity = mb.m.uidvalidity;
+	return STORE_OK;
+}
+
+static int op_flags(struct wtx *w, const struct store_op *op)
+{
+	struct mrec mb;
+	int st = w_mbox_get(w, op->mailbox_id, &mb);
+	if (st)
+		return st;
+	struct store_message m;
+	st = message_get_tx(w->txn, w->s, mb.m.id, op->uid, &m);
+	if (st == STORE_NOTFOUND)
+		return STORE_OK;        /* expunged meanwhile: skipped */
+	if (st)
+		return st;
+	uint32_t nf = (m.flags | (op->add & 0x1f)) & ~op->remove;
+	if (nf == m.flags)
+		return STORE_OK;        /* nothing changes, no modseq (RFC 7162 3.2) */
+	counters_add(&mb, &m, -1);
+	if ((st = w_change_del(w, mb.m.id, m.modseq)) != 0)
+		return st;
+	m.flags = nf;
+	m.modseq = ++mb.m.highestmodseq;
+	counters_add(&mb, &m, 1);
+	if ((st = w_msg_put(w, mb.m.id, &m)) != 0 ||
+	    (st = w_change_put(w, mb.m.id, m.modseq, m.uid, STORE_CHANGE_FLAGS)) != 0)
+		return st;
+	w_touch(w, mb.m.id);
+	return w_mbox_put(w, &mb);
+}
+
+static int op_expunge(struct wtx *w, const struct store_op *op)
+{
+	struct mrec mb;
+	int st = w_mbox_get(w, op->mailbox_id, &mb);
+	if (st)
+		return st;
+	struct store_message m;
+	st = message_get_tx(w->txn, w->s, mb.m.id, op->uid, &m);
+	if (st == STORE_NOTFOUND)
+		return STORE_OK;
+	if (st)
+		return st;
+	if ((st = msg_remove(w, &mb, &m)) != 0)
+		return st;
+	struct urec u;
+	if ((st = w_user_by_id(w, mb.m.user_id, &u)) != 0)
+		return st;
+	u.u.used_bytes -= u.u.used_bytes < m.size ? u.u.used_bytes : m.size;
+	u.u.used_messages -= u.u.used_messages ? 1 : 0;
+	if ((st = w_user_put(w, &u)) != 0)
+		return st;
+	return body_release_expunged(w, mb.m.id, &m);
+}
+
+/* MOVE (RFC 6851) and COPY: the body is shared, never copied; a move keeps
+ * the reference count, a copy adds one and counts against the quota. */
+static int op_move_copy(struct wtx *w, const struct store_op *op, struct store_result *res)
+{
+	bool move = op->kind == OP_MOVE;
+	struct mrec src, dst;
+	int st = w_mbox_get(w, op->mailbox_id, &src);
+	if (st)
+		return st;
+	if ((st = w_mbox_get(w, op->dest_id, &dst)) != 0)
+		return st;
+	if (src.m.user_id != dst.m.user_id)
+		return STORE_INVALID;
+	struct store_message m;
+	st = message_get_tx(w->txn, w->s, src.m.id, op->uid, &m);
+	if (st == STORE_NOTFOUND)
+		return STORE_OK;
+	if (st)
+		return st;
+	if (move) {
+		if ((st = msg_remove(w, &src, &m)) != 0)
+			return st;
+	} else {
+		struct urec u;
+		if ((st = w_user_by_id(w, src.m.user_id, &u)) != 0)
+			return st;
+		if (!quota_allows(&u, m.size))
+			return STORE_OVERQUOTA;
+		u.u.used_bytes += m.size;
+		u.u.used_messages++;
+		if ((st = w_user_put(w, &u)) != 0 || (st = body_ref(w, m.body_id, NULL)) != 0)
+			return st;
+	}
+	/* Re-read: with SRC == DEST the source write above changed it. */
+	if ((st = w_mbox_get(w, op->dest_id, &dst)) != 0)
+		return st;
+	m.flags &= ~op->remove;
+	m.save_date = w->now;
+	if ((st = msg_insert(w, &dst, &m)) != 0)
+		return st;
+	res->mailbox_id = dst.m.id;
+	res->uid = m.uid;
+	res->uidvalidity = dst.m.uidvalidity;
+	return STORE_OK;
+}
+
+static int op_mbox_create(struct wtx *w, const struct store_op *op, struct store_result *res)
+{
+	struct urec u;
+	if (!name_ok(op->user))
+		return STORE_NOTFOUND;
+	int st = w_user_get(w, op->user, &u);
+	if (st)
+		return st;
+	struct mrec mb;
+	if ((st = mbox_create(w, u.u.id, op->str, op->add, &mb)) != 0)
+		return st;
+	res->mailbox_id = mb.m.id;
+	res->uidvalidity = mb.m.uidvalidity;
+	return STORE_OK;
+}
+
+static int op_mbox_delete(struct wtx *w, const struct store_op *op)
+{
+	struct mrec mb;
+	int st = w_mbox_get(w, op->mailbox_id, &mb);
+	if (st)
+		return st;
+	if (strcmp(mb.name, "INBOX") == 0)
+		return STORE_INVALID;   /* RFC 3501 6.3.4 */
+	struct urec u;
+	if ((st = w_user_by_id(w, mb.m.user_id, &u)) != 0)
+		return st;
+	if ((st = mbox_destroy(w, &mb)) != 0)
+		return st;
+	u.u.used_bytes -= u.u.used_bytes < mb.m.bytes ? u.u.used_bytes : mb.m.bytes;
+	u.u.used_messages -= u.u.used_messages < mb.m.messages ? u.u.used_messages
+	                                                       : mb.m.messages;
+	return w_user_put(w, &u);
+}
+
+static int op_mbox_rename(struct wtx *w, const struct store_op *op)
+{
+	if (!name_ok(op->str))
+		return STORE_INVALID;
+	const char *to = mbox_canon(op->str);
+	struct mrec mb;
+	int st = w_mbox_get(w, op->mailbox_id, &mb);
+	if (st)
+		return st;
+	if (strcmp(mb.name, "INBOX") == 0 || strcmp(to, "INBOX") == 0)
+		return STORE_INVALID;
+	uint8_t k[4 + NAME_MAX_LEN];
+	size_t kl = key_mb_name(k, mb.m.user_id, to);
+	MDB_val v;
+	if ((st = w_get(w, w->s->db_names, k, kl, &v)) == STORE_OK)
+		return STORE_EXISTS;
+	if (st != STORE_NOTFOUND)
+		return st;
+	uint8_t idb[4];
+	be32_put(idb, mb.m.id);
+	if ((st = w_put(w, w->s->db_names, k, kl, idb, 4)) != 0)
+		return st;
+	kl = key_mb_name(k, mb.m.user_id, mb.name);
+	if ((st = w_del(w, w->s->db_names, k, kl)) != 0)
+		return st;
+	memcpy(mb.name, to, strlen(to) + 1);
+	w_touch(w, mb.m.id);
+	return w_mbox_put(w, &mb);
+}
+
+static int op_mbox_subscribe(struct wtx *w, const struct store_op *op)
+{
+	struct mrec mb;
+	int st = w_mbox_get(w, op->mailbox_id, &mb);
+	if (st)
+		return st;
+	mb.m.subscribed = op->add != 0;
+	return w_mbox_put(w, &mb);
+}
+
+static int op_apply(struct wtx *w, const struct store_op *op, struct store_result *res)
+{
+	switch (op->kind) {
+	case OP_USER_ADD: return op_user_add(w, op);
+	case OP_USER_DEL: return op_user_del(w, op);
+	case OP_USER_PASSWD: return op_user_passwd(w, op);
+	case OP_USER_QUOTA: return op_user_quota(w, op);
+	case OP_DELIVER: return op_deliver(w, op, res);
+	case OP_FLAGS: return op_flags(w, op);
+	case OP_EXPUNGE: return op_expunge(w, op);
+	case OP_MOVE: case OP_COPY: return op_move_copy(w, op, res);
+	case OP_MBOX_CREATE: return op_mbox_create(w, op, res);
+	case OP_MBOX_DELETE: return op_mbox_delete(w, op);
+	case OP_MBOX_RENAME: return op_mbox_rename(w, op);
+	case OP_MBOX_SUBSCRIBE: return op_mbox_subscribe(w, op);
+	}
+	return STORE_INVALID;
+}
+
+/* Mark every operation of R as failed with ST: nothing of R is stored. */
+static void req_fail(store_req *r, int st)
+{
+	r->status = st;
+	for (size_t i = 0; i < r->n; i++) {
+		memset(&r->res[i], 0, sizeof r->res[i]);
+		r->res[i].status = st;
+	}
+}
+
+/*
+ * Apply R in a child txn of the batch's txn: a request that fails (unknown
+ * user, over quota) is rolled back alone and the others still commit.
+ */
+static void req_apply(struct wtx *w, MDB_txn *parent, store_req *r)
+{
+	for (size_t i = 0; i < r->n; i++)
+		memset(&r->res[i], 0, sizeof r->res[i]);
+	if (r->oom) {
+		req_fail(r, STORE_TEMPFAIL);
+		return;
+	}
+	MDB_txn *child;
+	int rc = mdb_txn_begin(w->s->env, parent, 0, &child);
+	if (rc) {
+		req_fail(r, w_fail(w, rc));
+		return;
+	}
+	size_t mark = w->ntouched;
+	int st = STORE_OK;
+	w->txn = child;
+	for (size_t i = 0; i < r->n && st == STORE_OK; i++) {
+		st = op_apply(w, &r->ops[i], &r->res[i]);
+		r->res[i].status = st;
+	}
+	w->txn = parent;
+	if (st == STORE_OK && (rc = mdb_txn_commit(child)) != 0)
+		st = w_fail(w, rc);
+	else if (st != STORE_OK)
+		mdb_txn_abort(child);
+	if (st) {
+		w->ntouched = mark;
+		req_fail(r, st);
+	}
+	r->status = st;
+}
+
+/*
+ * One durable write txn applying REQS: bump the commit counter (how other
+ * processes notice us), apply each request, purge expired retained bodies,
+ * commit.  MDB_MAP_FULL anywhere aborts the lot, doubles the map and tries
+ * again.  Returns 0, or the LMDB error that made the txn fail (then no
+ * request is stored and their statuses are the caller's to set).
+ */
+static int write_run(store *s, store_req **reqs, size_t n, struct wtx *w, bool *foreign)
+{
+	for (;;) {
+		MDB_txn *txn;
+		w->s = s;
+		w->fatal = 0;
+		w->ntouched = 0;
+		w->oom = false;
+		int rc = txn_begin(s, 0, &txn);
+		if (rc)
+			return rc;
+		w->txn = txn;
+		w->now = (int64_t)time(NULL);
+		uint64_t before = 0;
+		int st = meta_get_u64(txn, s, "commit", &before);
+		if (st)
+			rc = st == STORE_CORRUPT ? MDB_CORRUPTED : MDB_PANIC;
+		else if (w_meta_put_u64(w, "commit", before + 1) != 0)
+			rc = w->fatal ? w->fatal : MDB_PANIC;
+		for (size_t i = 0; rc == 0 && i < n && !w->fatal; i++)
+			req_apply(w, txn, reqs[i]);
+		if (rc == 0 && !w->fatal)
+			purge_expunged(w);
+		if (rc == 0 && w->fatal)
+			rc = w->fatal;
+		if (rc)
+			mdb_txn_abort(txn);
+		else
+			rc = mdb_txn_commit(txn);
+		maplock_release(s);
+		if (rc == 0) {
+			uv_mutex_lock(&s->mu);
+			if (before != s->writer_last)
+				*foreign = true;
+			s->writer_last = before + 1;
+			uv_mutex_unlock(&s->mu);
+			return 0;
+		}
+		if (rc == MDB_MAP_FULL && map_grow(s) == 0)
+			continue;
+		return rc;
+	}
+}
+
+/* Apply a group of requests, splitting it if one txn cannot hold it all. */
+static void batch_apply(store *s, store_req **reqs, size_t n, struct wtx *w, bool *foreign)
+{
+	int rc = write_run(s, reqs, n, w, foreign);
+	if (rc == 0)
+		return;
+	if (rc == MDB_TXN_FULL && n > 1) {
+		size_t half = n / 2;
+		struct wtx w2 = { 0 };
+		batch_apply(s, reqs, half, w, foreign);
+		batch_apply(s, reqs + half, n - half, &w2, foreign);
+		for (size_t i = 0; i < w2.ntouched; i++)
+			w_touch(w, w2.touched[i]);
+		free(w2.touched);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		req_fail(reqs[i], status_of(rc) == STORE_OK ? STORE_TEMPFAIL : status_of(rc));
+}
+
+/* -------------------------------------------------------- request builders */
+
+store_req *store_req_new(void)
+{
+	return calloc(1, sizeof(store_req));
+}
+
+/* Append an operation; on allocation failure the request is marked so it
+ * fails with STORE_TEMPFAIL when applied (callers need not check). */
+static struct store_op *req_add(store_req *r, enum op_kind kind)
+{
+	if (!r)
+		return NULL;
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 4;
+		struct store_op *ops = realloc(r->ops, cap * sizeof *ops);
+		if (!ops) {
+			r->oom = true;
+			return NULL;
+		}
+		r->ops = ops;
+		struct store_result *res = realloc(r->res, cap * sizeof *res);
+		if (!res) {
+			r->oom = true;
+			return NULL;
+		}
+		r->res = res;
+		r->cap = cap;
+	}
+	struct store_op *op = &r->ops[r->n];
+	memset(op, 0, sizeof *op);
+	memset(&r->res[r->n], 0, sizeof r->res[r->n]);
+	op->kind = kind;
+	r->n++;
+	return op;
+}
+
+/* Copy a caller's string into the op; NULL stays NULL. */
+static char *req_strdup(store_req *r, const char *s)
+{
+	if (!s)
+		return NULL;
+	char *d = strdup(s);
+	if (!d)
+		r->oom = true;
+	return d;
+}
+
+void store_req_user_add(store_req *r, const char *name, const char *hash)
+{
+	struct store_op *op = req_add(r, OP_USER_ADD);
+	if (!op)
+		return;
+	op->user = req_strdup(r, name);
+	op->str = req_strdup(r, hash);
+}
+
+void store_req_user_del(store_req *r, const char *name)
+{
+	struct store_op *op = req_add(r, OP_USER_DEL);
+	if (op)
+		op->user = req_strdup(r, name);
+}
+
+void store_req_user_passwd(store_req *r, const char *name, const char *hash)
+{
+	struct store_op *op = req_add(r, OP_USER_PASSWD);
+	if (!op)
+		return;
+	op->user = req_strdup(r, name);
+	op->str = req_strdup(r, hash);
+}
+
+void store_req_user_quota(store_req *r, const char *name, uint64_t bytes,
+                          uint64_t messages)
+{
+	struct store_op *op = req_add(r, OP_USER_QUOTA);
+	if (!op)
+		return;
+	op->user = req_strdup(r, name);
+	op->n1 = bytes;
+	op->n2 = messages;
+}
+
+/* An unfinished message is finished here, on the caller's thread, so the
+ * writer thread never mutates it. */
+void store_req_deliver(store_req *r, const char *user, const char *mailbox,
+                       store_msg *m, uint32_t flags, int64_t internal_date)
+{
+	struct store_op *op = req_add(r, OP_DELIVER);
+	if (!op)
+		return;
+	op->user = req_strdup(r, user);
+	op->str = req_strdup(r, mailbox);
+	op->add = flags;
+	op->date = internal_date;
+	if (m) {
+		store_msg_finish(m);
+		store_msg_ref(m);
+		op->msg = m;
+	}
+}
+
+void store_req_flags(store_req *r, uint32_t mailbox_id, uint32_t uid,
+                     uint32_t add, uint32_t remove)
+{
+	struct store_op *op = req_add(r, OP_FLAGS);
+	if (!op)
+		return;
+	op->mailbox_id = mailbox_id;
+	op->uid = uid;
+	op->add = add;
+	op->remove = remove;
+}
+
+void store_req_expunge(store_req *r, uint32_t mailbox_id, uint32_t uid)
+{
+	struct store_op *op = req_add(r, OP_EXPUNGE);
+	if (!op)
+		return;
+	op->mailbox_id = mailbox_id;
+	op->uid = uid;
+}
+
+void store_req_move(store_req *r, uint32_t mailbox_id, uint32_t uid,
+                    uint32_t dest_id, uint32_t drop_flags)
+{
+	struct store_op *op = req_add(r, OP_MOVE);
+	if (!op)
+		return;
+	op->mailbox_id = mailbox_id;
+	op->uid = uid;
+	op->dest_id = dest_id;
+	op->remove = drop_flags;
+}
+
+void store_req_copy(store_req *r, uint32_t mailbox_id, uint32_t uid, uint32_t dest_id)
+{
+	struct store_op *op = req_add(r, OP_COPY);
+	if (!op)
+		return;
+	op->mailbox_id = mailbox_id;
+	op->uid = uid;
+	op->dest_id = dest_id;
+}
+
+void store_req_mailbox_create(store_req *r, const char *user, const char *name,
+                              uint32_t special_use)
+{
+	struct store_op *op = req_add(r, OP_MBOX_CREATE);
+	if (!op)
+		return;
+	op->user = req_strdup(r, user);
+	op->str = req_strdup(r, name);
+	op->add = special_use;
+}
+
+void store_req_mailbox_delete(store_req *r, uint32_t mailbox_id)
+{
+	struct store_op *op = req_add(r, OP_MBOX_DELETE);
+	if (op)
+		op->mailbox_id = mailbox_id;
+}
+
+void store_req_mailbox_rename(store_req *r, uint32_t mailbox_id, const char *new_name)
+{
+	struct store_op *op = req_add(r, OP_MBOX_RENAME);
+	if (!op)
+		return;
+	op->mailbox_id = mailbox_id;
+	op->str = req_strdup(r, new_name);
+}
+
+void store_req_mailbox_subscribe(store_req *r, uint32_t mailbox_id, bool subscribed)
+{
+	struct store_op *op = req_add(r, OP_MBOX_SUBSCRIBE);
+	if (!op)
+		return;
+	op->mailbox_id = mailbox_id;
+	op->add = subscribed ? 1 : 0;
+}
+
+size_t store_req_count(const store_req *r)
+{
+	return r ? r->n : 0;
+}
+
+const struct store_result *store_req_result(const store_req *r, size_t i)
+{
+	return r && i < r->n ? &r->res[i] : NULL;
+}
+
+int store_req_status(const store_req *r)
+{
+	return r ? r->status : STORE_TEMPFAIL;
+}
+
+void store_req_free(store_req *r)
+{
+	if (!r)
+		return;
+	for (size_t i = 0; i < r->n; i++) {
+		free(r->ops[i].user);
+		free(r->ops[i].str);
+		store_msg_unref(r->ops[i].msg);
+	}
+	free(r->ops);
+	free(r->res);
+	free(r);
+}
+
+int store_req_run(store *s, store_req *r)
+{
+	if (!r)
+		return STORE_TEMPFAIL;
+	if (!s || s->opt.readonly) {
+		store_req_free(r);
+		return s ? STORE_INVALID : STORE_TEMPFAIL;
+	}
+	struct wtx w = { 0 };
+	bool foreign = false;
+	batch_apply(s, &r, 1, &w, &foreign);
+	free(w.touched);
+	int st = r->status;
+	store_req_free(r);
+	return st;
+}
+
+/* ---------------------------------------------------------------- watches */
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Call the watchers of the sorted mailbox ids IDS, or all of them.  A
+ * watcher may remove watches (its own or others) from its callback: those
+ * are only marked while we iterate and unlinked afterwards. */
+static void watches_notify(store *s, const uint32_t *ids, size_t n, bool all)
+{
+	s->notifying++;
+	for (struct store_watch *w = s->watch_head; w; w = w->next) {
+		if (w->dead)
+			continue;
+		if (all || bsearch(&w->mailbox_id, ids, n, sizeof *ids, cmp_u32))
+			w->fn(w->arg, w->mailbox_id);
+	}
+	if (--s->notifying > 0)
+		return;
+	struct store_watch *w = s->watch_head;
+	while (w) {
+		struct store_watch *next = w->next;
+		if (w->dead) {
+			if (w->prev)
+				w->prev->next = w->next;
+			else
+				s->watch_head = w->next;
+			if (w->next)
+				w->next->prev = w->prev;
+			else
+				s->watch_tail = w->prev;
+			free(w);
+		}
+		w = next;
+	}
+}
+
+/* Every WATCH_POLL_MS while watches exist: a moved commit counter that our
+ * own writer has not told us about is a commit by another process. */
+static void on_watch_timer(uv_timer_t *h)
+{
+	store *s = h->data;
+	store_txn *t = store_read_begin(s);
+	if (!t)
+		return;
+	uint64_t v = 0;
+	int st = meta_get_u64(t->txn, s, "commit", &v);
+	store_read_end(t);
+	if (st == STORE_OK && v > s->known_commit) {
+		s->known_commit = v;
+		watches_notify(s, NULL, 0, true);
+	}
+}
+
+store_watch *store_watch_add(store *s, uint32_t mailbox_id,
+                             void (*fn)(void *arg, uint32_t mailbox_id), void *arg)
+{
+	if (!s || !s->loop || !fn)
+		return NULL;
+	store_watch *w = calloc(1, sizeof *w);
+	if (!w)
+		return NULL;
+	w->s = s;
+	w->mailbox_id = mailbox_id;
+	w->fn = fn;
+	w->arg = arg;
+	w->prev = s->watch_tail;
+	if (s->watch_tail)
+		s->watch_tail->next = w;
+	else
+		s->watch_head = w;
+	s->watch_tail = w;
+	if (s->nwatches++ == 0 && s->timer && !s->timer_running) {
+		uv_timer_start(s->timer, on_watch_timer, WATCH_POLL_MS, WATCH_POLL_MS);
+		s->timer_running = true;
+	}
+	return w;
+}
+
+void store_watch_remove(store_watch *w)
+{
+	if (!w || w->dead)
+		return;
+	store *s = w->s;
+	w->dead = true;
+	if (--s->nwatches == 0 && s->timer_running) {
+		uv_timer_stop(s->timer);
+		s->timer_running = false;
+	}
+	if (s->notifying)
+		return;         /* unlinked when the notification loop ends */
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		s->watch_head = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	else
+		s->watch_tail = w->prev;
+	free(w);
+}
+
+/* ----------------------------------------------------------- writer thread */
+
+/* Take everything queued, apply it in one commit, hand it to the loop. */
+static void writer_main(void *arg)
+{
+	store *s = arg;
+	struct wtx w = { 0 };
+	store_req **batch = NULL;
+	size_t cap = 0;
+	uv_mutex_lock(&s->mu);
+	for (;;) {
+		while (!s->queue_head && !s->stopping)
+			uv_cond_wait(&s->cond, &s->mu);
+		if (!s->queue_head)
+			break;
+		store_req *list = s->queue_head;
+		s->queue_head = s->queue_tail = NULL;
+		uv_mutex_unlock(&s->mu);
+
+		size_t n = 0;
+		for (store_req *r = list; r; r = r->next) {
+			if (n == cap) {
+				size_t nc = cap ? cap * 2 : 64;
+				store_req **p = realloc(batch, nc * sizeof *p);
+				if (!p)
+					break;
+				batch = p;
+				cap = nc;
+			}
+			batch[n++] = r;
+		}
+		bool foreign = false;
+		if (n == 0) {
+			/* No memory for the batch array: fail them, do not drop them. */
+			for (store_req *r = list; r; r = r->next)
+				req_fail(r, STORE_TEMPFAIL);
+		} else {
+			/* Requests past the array (out of memory) wait for the next round. */
+			store_req *rest = batch[n - 1]->next;
+			batch[n - 1]->next = NULL;
+			if (rest) {
+				uv_mutex_lock(&s->mu);
+				store_req *tail = rest;
+				while (tail->next)
+					tail = tail->next;
+				tail->next = s->queue_head;
+				if (!s->queue_head)
+					s->queue_tail = tail;
+				s->queue_head = rest;
+				uv_mutex_unlock(&s->mu);
+			}
+			batch_apply(s, batch, n, &w, &foreign);
+		}
+
+		uv_mutex_lock(&s->mu);
+		store_req *tail = list;
+		while (tail->next)
+			tail = tail->next;
+		if (s->done_tail)
+			s->done_tail->next = list;
+		else
+			s->done_head = list;
+		s->done_tail = tail;
+		if (foreign || w.oom)
+			s->foreign = true;
+		for (size_t i = 0; i < w.ntouched; i++) {
+			if (s->ntouched == s->captouched) {
+				size_t nc = s->captouched ? s->captouched * 2 : 64;
+				uint32_t *p = realloc(s->touched, nc * sizeof *p);
+				if (!p) {
+					s->foreign = true;      /* call every watcher instead */
+					break;
+				}
+				s->touched = p;
+				s->captouched = nc;
+			}
+			s->touched[s->ntouched++] = w.touched[i];
+		}
+		s->done_commit = s->writer_last;
+		uv_mutex_unlock(&s->mu);
+		uv_async_send(s->async);
+		uv_mutex_lock(&s->mu);
+	}
+	uv_mutex_unlock(&s->mu);
+	free(batch);
+	free(w.touched);
+}
+
+/* On the loop: run the callbacks of finished requests, free them, then
+ * call the watchers of the mailboxes those commits touched. */
+static void deliver_done(store *s)
+{
+	uv_mutex_lock(&s->mu);
+	store_req *list = s->done_head;
+	s->done_head = s->done_tail = NULL;
+	uint32_t *ids = s->touched;
+	size_t n = s->ntouched;
+	s->touched = NULL;
+	s->ntouched = s->captouched = 0;
+	bool all = s->foreign;
+	s->foreign = false;
+	uint64_t commit = s->done_commit;
+	uv_mutex_unlock(&s->mu);
+
+	while (list) {
+		store_req *r = list;
+		list = r->next;
+		r->next = NULL;
+		if (r->cb)
+			r->cb(r, r->arg);
+		store_req_free(r);
+		if (s->outstanding)
+			s->outstanding--;
+	}
+	if (commit > s->known_commit)
+		s->known_commit = commit;
+	if (n || all) {
+		qsort(ids, n, sizeof *ids, cmp_u32);
+		watches_notify(s, ids, n, all);
+	}
+	free(ids);
+	/* The async handle keeps the loop alive only while work is in flight. */
+	if (s->outstanding == 0 && s->async)
+		uv_unref((uv_handle_t *)s->async);
+}
+
+static void on_async(uv_async_t *h)
+{
+	deliver_done(h->data);
+}
+
+void store_req_submit(store *s, store_req *r, store_req_cb cb, void *arg)
+{
+	if (!r)
+		return;
+	r->cb = cb;
+	r->arg = arg;
+	r->next = NULL;
+	if (!s || !s->loop || s->stopping || s->opt.readonly) {
+		/* Misuse; still answer exactly once, on this thread. */
+		if (s && !s->loop && !s->opt.readonly) {
+			struct wtx w = { 0 };
+			bool foreign = false;
+			batch_apply(s, &r, 1, &w, &foreign);
+			free(w.touched);
+		} else {
+			req_fail(r, s && s->opt.readonly ? STORE_INVALID : STORE_TEMPFAIL);
+		}
+		if (cb)
+			cb(r, arg);
+		store_req_free(r);
+		return;
+	}
+	if (s->outstanding++ == 0)
+		uv_ref((uv_handle_t *)s->async);
+	uv_mutex_lock(&s->mu);
+	if (s->queue_tail)
+		s->queue_tail->next = r;
+	else
+		s->queue_head = r;
+	s->queue_tail = r;
+	uv_cond_signal(&s->cond);
+	uv_mutex_unlock(&s->mu);
+}
+
+/* ------------------------------------------------------------ open, close */
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	if (!err || errlen == 0)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* Join PATH and NAME into a fresh string (NULL if out of memory). */
+static char *path_join(const char *path, const char *name)
+{
+	size_t a = strlen(path), b = strlen(name);
+	char *p = malloc(a + b + 2);
+	if (!p)
+		return NULL;
+	memcpy(p, path, a);
+	p[a] = '/';
+	memcpy(p + a + 1, name, b + 1);
+	return p;
+}
+
+/*
+ * Before LMDB touches anything: an existing data.mdb must start with an
+ * LMDB meta page (magic 0xBEEFC0DE after the 16-byte page header), and a
+ * folder without one must hold nothing but our own lock file (dot files
+ * and lost+found are tolerated).  Sets *EXISTS.
+ */
+static int precheck(const char *path, bool readonly, bool *exists, char *err, size_t errlen)
+{
+	*exists = false;
+	char *data = path_join(path, "data.mdb");
+	if (!data) {
+		set_err(err, errlen, "%s: out of memory", path);
+		return STORE_TEMPFAIL;
+	}
+	int fd = open(data, O_RDONLY | O_CLOEXEC);
+	int saved = errno;
+	free(data);
+	if (fd >= 0) {
+		*exists = true;
+		uint8_t hdr[24];
+		ssize_t n = read(fd, hdr, sizeof hdr);
+		close(fd);
+		uint32_t magic = 0, version = 0;
+		if (n == (ssize_t)sizeof hdr) {
+			memcpy(&magic, hdr + 16, 4);    /* host order, as LMDB writes it */
+			memcpy(&version, hdr + 20, 4);
+		}
+		if (magic != 0xBEEFC0DEu) {
+			set_err(err, errlen, "%s/data.mdb is not a onebox store (not an LMDB file); "
+			        "refusing to touch it", path);
+			return STORE_CORRUPT;
+		}
+		if (version != 1) {
+			set_err(err, errlen, "%s/data.mdb has LMDB format %" PRIu32
+			        ", this build reads 1", path, version);
+			return STORE_CORRUPT;
+		}
+		return STORE_OK;
+	}
+	if (saved != ENOENT) {
+		set_err(err, errlen, "%s/data.mdb: %s", path, strerror(saved));
+		return saved == EACCES ? STORE_INVALID : STORE_TEMPFAIL;
+	}
+	if (readonly) {
+		set_err(err, errlen, "%s: no onebox store here (no data.mdb)", path);
+		return STORE_NOTFOUND;
+	}
+	if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+		set_err(err, errlen, "%s: cannot create the store folder: %s", path,
+		        strerror(errno));
+		return STORE_TEMPFAIL;
+	}
+	DIR *d = opendir(path);
+	if (!d) {
+		set_err(err, errlen, "%s: %s", path, strerror(errno));
+		return STORE_TEMPFAIL;
+	}
+	struct dirent *e;
+	int st = STORE_OK;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.' || strcmp(e->d_name, "lock.mdb") == 0 ||
+		    strcmp(e->d_name, "lost+found") == 0)
+			continue;
+		set_err(err, errlen, "%s holds files that are not a onebox store (e.g. %s); "
+		        "use an empty or new folder", path, e->d_name);
+		st = STORE_CORRUPT;
+		break;
+	}
+	closedir(d);
+	return st;
+}
+
+/* Open (or create) the named databases and check, or write, the meta
+ * record that says this is a onebox store. */
+static int open_dbs(store *s, const char *path, char *err, size_t errlen)
+{
+	struct { const char *name; MDB_dbi *dbi; } dbs[] = {
+		{ "meta", &s->db_meta }, { "users", &s->db_users },
+		{ "user_ids", &s->db_user_ids }, { "mailbox_names", &s->db_names },
+		{ "mailboxes", &s->db_mailboxes }, { "messages", &s->db_messages },
+		{ "changes", &s->db_changes }, { "bodies", &s->db_bodies },
+		{ "body_info", &s->db_body_info }, { "expunged", &s->db_expunged },
+	};
+	size_t ndbs = sizeof dbs / sizeof dbs[0];
+	MDB_txn *txn;
+	int rc = txn_begin(s, MDB_RDONLY, &txn);
+	if (rc) {
+		set_err(err, errlen, "%s: %s", path, mdb_strerror(rc));
+		return status_of(rc);
+	}
+	MDB_dbi main_dbi;
+	MDB_stat ms = { 0 };
+	rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
+	if (rc == 0)
+		rc = mdb_stat(txn, main_dbi, &ms);
+	bool empty = rc == 0 && ms.ms_entries == 0;
+	int st = STORE_OK;
+	if (rc == 0 && !empty) {
+		rc = mdb_dbi_open(txn, "meta", 0, &s->db_meta);
+		MDB_val v;
+		if (rc == 0)
+			rc = tx_get(txn, s->db_meta, "format", 6, &v) == STORE_OK ? 0 : MDB_NOTFOUND;
+		if (rc == 0 && (v.mv_size != strlen(STORE_FORMAT) ||
+		                memcmp(v.mv_data, STORE_FORMAT, v.mv_size) != 0)) {
+			set_err(err, errlen, "%s/data.mdb is an LMDB file of another format "
+			        "(\"%.*s\"); refusing to touch it", path,
+			        (int)(v.mv_size > 64 ? 64 : v.mv_size), (const char *)v.mv_data);
+			st = STORE_CORRUPT;
+		} else if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE) {
+			set_err(err, errlen, "%s/data.mdb is an LMDB file but not a onebox "
+			        "store (no meta record); refusing to touch it", path);
+			st = STORE_CORRUPT;
+		}
+		for (size_t i = 1; rc == 0 && st == STORE_OK && i < ndbs; i++)
+			rc = mdb_dbi_open(txn, dbs[i].name, 0, dbs[i].dbi);
+	}
+	if (st == STORE_OK && rc) {
+		set_err(err, errlen, "%s: %s", path, mdb_strerror(rc));
+		st = status_of(rc);
+	}
+	if (st == STORE_OK)
+		rc = mdb_txn_commit(txn);       /* keeps the dbi handles */
+	else
+		mdb_txn_abort(txn);
+	maplock_release(s);
+	if (st)
+		return st;
+	if (rc) {
+		set_err(err, errlen, "%s: %s", path, mdb_strerror(rc));
+		return status_of(rc);
+	}
+	if (!empty)
+		return STORE_OK;
+	if (s->opt.readonly) {
+		set_err(err, errlen, "%s: the store is empty (never initialised)", path);
+		return STORE_NOTFOUND;
+	}
+	/* A new store: create everything in one txn, growing the map if the
+	 * caller's initial size is too small even for that. */
+	for (;;) {
+		if ((rc = txn_begin(s, 0, &txn)) != 0)
+			break;
+		for (size_t i = 0; rc == 0 && i < ndbs; i++)
+			rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
+		struct wtx w = { .s = s, .txn = txn };
+		if (rc == 0 && (w_put(&w, s->db_meta, "format", 6, STORE_FORMAT,
+		                      strlen(STORE_FORMAT)) != 0 ||
+		                w_meta_put_u64(&w, "next_user_id", 1) != 0 ||
+		                w_meta_put_u64(&w, "next_mailbox_id", 1) != 0 ||
+		                w_meta_put_u64(&w, "last_uidvalidity", 0) != 0 ||
+		                w_meta_put_u64(&w, "commit", 0) != 0))
+			rc = w.fatal ? w.fatal : MDB_PANIC;
+		if (rc)
+			mdb_txn_abort(txn);
+		else
+			rc = mdb_txn_commit(txn);
+		maplock_release(s);
+		if (rc == MDB_MAP_FULL && map_grow(s) == 0)
+			continue;
+		break;
+	}
+	if (rc) {
+		set_err(err, errlen, "%s: cannot initialise the store: %s", path, mdb_strerror(rc));
+		return status_of(rc) ? status_of(rc) : STORE_TEMPFAIL;
+	}
+	return STORE_OK;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+	free(h);
+}
+
+/* Free what store_open built; the writer thread and handles are not ours. */
+static void store_free(store *s)
+{
+	if (s->env)
+		mdb_env_close(s->env);
+	pthread_rwlock_destroy(&s->maplock);
+	free(s->touched);
+	free(s);
+}
+
+int store_open(store **out, const char *path, const struct store_options *opt,
+               uv_loop_t *loop, char *err, size_t errlen)
+{
+	if (!out)
+		return STORE_INVALID;
+	*out = NULL;
+	if (err && errlen)
+		err[0] = '\0';
+	if (!path || !*path) {
+		set_err(err, errlen, "no store path given");
+		return STORE_INVALID;
+	}
+	store *s = calloc(1, sizeof *s);
+	if (!s) {
+		set_err(err, errlen, "%s: out of memory", path);
+		return STORE_TEMPFAIL;
+	}
+	if (opt)
+		s->opt = *opt;
+	if (s->opt.readonly)
+		loop = NULL;            /* nothing to write, nothing to watch */
+	pthread_rwlock_init(&s->maplock, NULL);
+	bool exists;
+	int st = precheck(path, s->opt.readonly, &exists, err, errlen);
+	if (st) {
+		store_free(s);
+		return st;
+	}
+	size_t map = s->opt.map_size ? s->opt.map_size : DEFAULT_MAP_SIZE;
+	if (s->opt.max_map_size && map > s->opt.max_map_size)
+		map = s->opt.max_map_size;
+	unsigned flags = MDB_NOTLS;
+	if (s->opt.readonly) {
+		flags |= MDB_RDONLY;
+		/* Without a lock file no process has the store open: read it
+		 * without creating one. */
+		char *lock = path_join(path, "lock.mdb");
+		if (lock && access(lock, F_OK) != 0)
+			flags |= MDB_NOLOCK;
+		free(lock);
+	}
+	int rc = mdb_env_create(&s->env);
+	if (rc == 0)
+		rc = mdb_env_set_maxdbs(s->env, 16);
+	if (rc == 0)
+		rc = mdb_env_set_maxreaders(s->env, MAX_READERS);
+	if (rc == 0)
+		rc = mdb_env_set_mapsize(s->env, map);
+	if (rc == 0)
+		rc = mdb_env_open(s->env, path, flags, 0600);
+	if (rc) {
+		if (status_of(rc) == STORE_CORRUPT)
+			set_err(err, errlen, "%s/data.mdb is not a onebox store: %s", path,
+			        mdb_strerror(rc));
+		else
+			set_err(err, errlen, "%s: cannot open the store: %s", path, mdb_strerror(rc));
+		st = status_of(rc) == STORE_CORRUPT ? STORE_CORRUPT
+		     : rc == EACCES ? STORE_INVALID : STORE_TEMPFAIL;
+		store_free(s);
+		return st;
+	}
+	/* Another process may have grown the map beyond our size: adopt it. */
+	MDB_envinfo info;
+	if (mdb_env_info(s->env, &info) == 0 && info.me_mapsize < map)
+		mdb_env_set_mapsize(s->env, map);
+	if ((st = open_dbs(s, path, err, errlen)) != 0) {
+		store_free(s);
+		return st;
+	}
+	MDB_txn *txn;
+	if (txn_begin(s, MDB_RDONLY, &txn) == 0) {
+		meta_get_u64(txn, s, "commit", &s->writer_last);
+		mdb_txn_abort(txn);
+		maplock_release(s);
+	}
+	s->known_commit = s->done_commit = s->writer_last;
+	if (loop) {
+		s->loop = loop;
+		s->async = malloc(sizeof *s->async);
+		s->timer = malloc(sizeof *s->timer);
+		if (!s->async || !s->timer || uv_mutex_init(&s->mu) != 0) {
+			free(s->async);
+			free(s->timer);
+			set_err(err, errlen, "%s: out of memory", path);
+			store_free(s);
+			return STORE_TEMPFAIL;
+		}
+		uv_cond_init(&s->cond);
+		uv_async_init(loop, s->async, on_async);
+		s->async->data = s;
+		uv_unref((uv_handle_t *)s->async);
+		uv_timer_init(loop, s->timer);
+		s->timer->data = s;
+		uv_unref((uv_handle_t *)s->timer);
+		if (uv_thread_create(&s->thread, writer_main, s) != 0) {
+			set_err(err, errlen, "%s: cannot start the writer thread", path);
+			uv_close((uv_handle_t *)s->async, on_handle_closed);
+			uv_close((uv_handle_t *)s->timer, on_handle_closed);
+			uv_cond_destroy(&s->cond);
+			uv_mutex_destroy(&s->mu);
+			store_free(s);
+			return STORE_TEMPFAIL;
+		}
+		s->thread_started = true;
+	} else {
+		uv_mutex_init(&s->mu);
+		uv_cond_init(&s->cond);
+	}
+	*out = s;
+	return STORE_OK;
+}
+
+/*
+ * Drain and stop: the writer commits everything queued, then the callbacks
+ * and watchers run here.  The async and timer handles are closed with
+ * uv_close, so the caller's loop must run once more (uv_run) for their
+ * close callbacks, which free them; the store itself is freed at once.
+ */
+void store_close(store *s)
+{
+	if (!s)
+		return;
+	if (s->thread_started) {
+		uv_mutex_lock(&s->mu);
+		s->stopping = true;
+		uv_cond_signal(&s->cond);
+		uv_mutex_unlock(&s->mu);
+		uv_thread_join(&s->thread);
+		deliver_done(s);
+	}
+	if (s->async)
+		uv_close((uv_handle_t *)s->async, on_handle_closed);
+	if (s->timer)
+		uv_close((uv_handle_t *)s->timer, on_handle_closed);
+	/* Watches left behind are freed: their pointers die with the store. */
+	struct store_watch *w = s->watch_head;
+	while (w) {
+		struct store_watch *next = w->next;
+		free(w);
+		w = next;
+	}
+	uv_cond_destroy(&s->cond);
+	uv_mutex_destroy(&s->mu);
+	store_free(s);
+}

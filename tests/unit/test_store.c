@@ -1,0 +1,1067 @@
+/*
+ * test_store.c - unit tests of store/: users, deliveries, single-instance
+ * bodies, CRLF normalisation, flags and the change feed, moves, quota,
+ * group commit with a failing request, persistence, refusal of foreign
+ * folders, watches (in-process and from another process) and map growth.
+ * Each test works in its own mkdtemp folder under /tmp.  Plain C: CHECK
+ * counts and reports file:line; the exit status is non-zero on a failure.
+ */
+
+#include <ftw.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
+
+#include "store/store.h"
+
+static int passed, failed;
+
+#define CHECK(cond)                                                          \
+	do {                                                                 \
+		if (cond) {                                                  \
+			passed++;                                            \
+		} else {                                                     \
+			failed++;                                            \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, \
+			        __LINE__, #cond);                            \
+		}                                                            \
+	} while (0)
+
+#define CHECK_EQ(a, b)                                                       \
+	do {                                                                 \
+		long long a_ = (long long)(a), b_ = (long long)(b);          \
+		if (a_ == b_) {                                              \
+			passed++;                                            \
+		} else {                                                     \
+			failed++;                                            \
+			fprintf(stderr, "%s:%d: %s == %lld, expected %s == %lld\n", \
+			        __FILE__, __LINE__, #a, a_, #b, b_);         \
+		}                                                            \
+	} while (0)
+
+/* ---------------------------------------------------------------- helpers */
+
+static char *tmpdir(void)
+{
+	char tmpl[] = "/tmp/onebox-test-XXXXXX";
+	char *d = mkdtemp(tmpl);
+	if (!d) {
+		perror("mkdtemp");
+		exit(2);
+	}
+	return strdup(d);
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb; (void)flag; (void)ftw;
+	return remove(path);
+}
+
+static void rmtree(char *dir)
+{
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	free(dir);
+}
+
+static store *open_sync(const char *dir, const struct store_options *opt)
+{
+	store *s = NULL;
+	char err[512];
+	int rc = store_open(&s, dir, opt, NULL, err, sizeof err);
+	if (rc != STORE_OK)
+		fprintf(stderr, "store_open: %s\n", err);
+	CHECK_EQ(rc, STORE_OK);
+	return s;
+}
+
+static store_msg *msg_of(const char *text, size_t len)
+{
+	store_msg *m = store_msg_new();
+	store_msg_append(m, text, len);
+	store_msg_finish(m);
+	return m;
+}
+
+static int add_user(store *s, const char *name)
+{
+	store_req *r = store_req_new();
+	store_req_user_add(r, name, "$6$salt$hash");
+	return store_req_run(s, r);
+}
+
+static int deliver(store *s, const char *user, const char *mbox, const char *text,
+                   uint32_t flags)
+{
+	store_msg *m = msg_of(text, strlen(text));
+	store_req *r = store_req_new();
+	store_req_deliver(r, user, mbox, m, flags, 0);
+	store_msg_unref(m);
+	return store_req_run(s, r);
+}
+
+static int one_op(store *s, store_req *r)
+{
+	return store_req_run(s, r);
+}
+
+static uint32_t user_id(store *s, const char *name)
+{
+	store_txn *t = store_read_begin(s);
+	struct store_user u = { 0 };
+	int st = store_user_get(t, name, &u);
+	store_read_end(t);
+	return st == STORE_OK ? u.id : 0;
+}
+
+static struct store_mailbox mbox(store *s, const char *user, const char *name)
+{
+	struct store_mailbox m;
+	memset(&m, 0, sizeof m);
+	store_txn *t = store_read_begin(s);
+	struct store_user u;
+	if (store_user_get(t, user, &u) == STORE_OK)
+		store_mailbox_get(t, u.id, name, &m);
+	m.name = NULL;          /* points into the ended txn */
+	store_read_end(t);
+	return m;
+}
+
+static int msg_get(store *s, uint32_t mb, uint32_t uid, struct store_message *out)
+{
+	store_txn *t = store_read_begin(s);
+	int st = store_message_get(t, mb, uid, out);
+	store_read_end(t);
+	return st;
+}
+
+/* Does body ID exist, and if so do its bytes equal TEXT? */
+static int body_state(store *s, const uint8_t id[32], const char *text)
+{
+	store_txn *t = store_read_begin(s);
+	const char *p;
+	size_t n;
+	int st = store_body_get(t, id, &p, &n);
+	int r = st == STORE_NOTFOUND ? 0 : st != STORE_OK ? -1
+	        : (text && (n != strlen(text) || memcmp(p, text, n) != 0)) ? -2 : 1;
+	store_read_end(t);
+	return r;
+}
+
+/* ------------------------------------------------------------------ tests */
+
+static int collect_user(const struct store_user *u, void *arg)
+{
+	char *buf = arg;
+	strcat(buf, u->name);
+	strcat(buf, ",");
+	return 0;
+}
+
+static int collect_mbox(const struct store_mailbox *m, void *arg)
+{
+	char *buf = arg;
+	char one[300];
+	snprintf(one, sizeof one, "%s:%u:%d,", m->name, m->special_use, m->subscribed);
+	strcat(buf, one);
+	return 0;
+}
+
+static void test_users(void)
+{
+	char *dir = tmpdir();
+	store *s = open_sync(dir, NULL);
+	CHECK_EQ(add_user(s, "alice"), STORE_OK);
+	CHECK_EQ(add_user(s, "bob@example.com"), STORE_OK);
+	CHECK_EQ(add_user(s, "alice"), STORE_EXISTS);
+	CHECK_EQ(add_user(s, ""), STORE_INVALID);
+	CHECK_EQ(add_user(s, "a\x01z"), STORE_INVALID);
+	char longname[300];
+	memset(longname, 'x', 256);
+	longname[256] = '\0';
+	CHECK_EQ(add_user(s, longname), STORE_INVALID);
+	longname[255] = '\0';
+	CHECK_EQ(add_user(s, longname), STORE_OK);
+
+	store_req *r = store_req_new();
+	store_req_user_passwd(r, "alice", "$y$new");
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	r = store_req_new();
+	store_req_user_passwd(r, "nobody", "$y$new");
+	CHECK_EQ(one_op(s, r), STORE_NOTFOUND);
+
+	store_txn *t = store_read_begin(s);
+	CHECK(t != NULL);
+	struct store_user u;
+	CHECK_EQ(store_user_get(t, "alice", &u), STORE_OK);
+	CHECK(strcmp(u.pass_hash, "$y$new") == 0);
+	CHECK(strcmp(u.name, "alice") == 0);
+	CHECK_EQ(u.used_bytes, 0);
+	char list[1024] = "";
+	CHECK_EQ(store_user_foreach(t, collect_user, list), STORE_OK);
+	char want[1024];
+	snprintf(want, sizeof want, "alice,bob@example.com,%s,", longname);
+	CHECK(strcmp(list, want) == 0);
+
+	char mbs[1024] = "";
+	CHECK_EQ(store_mailbox_foreach(t, u.id, collect_mbox, mbs), STORE_OK);
+	CHECK(strcmp(mbs, "Archive:16:1,Drafts:2:1,INBOX:0:1,Junk:8:1,Sent:1:1,Trash:4:1,") == 0);
+	struct store_mailbox m, m2;
+	CHECK_EQ(store_mailbox_by_use(t, u.id, STORE_USE_TRASH, &m), STORE_OK);
+	CHECK(strcmp(m.name, "Trash") == 0);
+	CHECK_EQ(store_mailbox_get(t, u.id, "inbox", &m), STORE_OK);
+	CHECK(strcmp(m.name, "INBOX") == 0);
+	CHECK_EQ(m.uidnext, 1);
+	CHECK(m.uidvalidity > 0);
+	CHECK_EQ(store_mailbox_get(t, u.id, "Sent", &m2), STORE_OK);
+	CHECK(m2.uidvalidity != m.uidvalidity);
+	CHECK_EQ(store_mailbox_get(t, u.id, "Nope", &m2), STORE_NOTFOUND);
+	store_read_end(t);
+
+	r = store_req_new();
+	store_req_user_del(r, "bob@example.com");
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	r = store_req_new();
+	store_req_user_del(r, "bob@example.com");
+	CHECK_EQ(one_op(s, r), STORE_NOTFOUND);
+	CHECK_EQ(user_id(s, "bob@example.com"), 0);
+	/* A new user never gets a deleted user's id. */
+	CHECK_EQ(add_user(s, "bob@example.com"), STORE_OK);
+	CHECK(user_id(s, "bob@example.com") > user_id(s, "alice"));
+
+	/* A failing op rolls back the ops before it in the same request. */
+	r = store_req_new();
+	store_req_user_add(r, "carol", "");
+	store_msg *msg = msg_of("x", 1);
+	store_req_deliver(r, "nobody", NULL, msg, 0, 0);
+	store_msg_unref(msg);
+	CHECK_EQ(one_op(s, r), STORE_NOTFOUND);
+	CHECK_EQ(user_id(s, "carol"), 0);
+	store_close(s);
+	rmtree(dir);
+}
+
+static const char MSG1[] = "From: a@example.com\r\nSubject: one\r\n\r\nHello\r\nworld\r\n";
+
+static void test_deliver(void)
+{
+	char *dir = tmpdir();
+	store *s = open_sync(dir, NULL);
+	CHECK_EQ(add_user(s, "alice"), STORE_OK);
+	CHECK_EQ(deliver(s, "alice", NULL, MSG1, 0), STORE_OK);
+	CHECK_EQ(deliver(s, "alice", "INBOX", "Subject: two\r\n\r\nx\r\n", STORE_F_SEEN), STORE_OK);
+	CHECK_EQ(deliver(s, "alice", "Sent", "Subject: three\r\n\r\ny\r\n", STORE_F_SEEN), STORE_OK);
+	CHECK_EQ(deliver(s, "nobody", NULL, MSG1, 0), STORE_NOTFOUND);
+	CHECK_EQ(deliver(s, "alice", "NoSuchBox", MSG1, 0), STORE_NOTFOUND);
+
+	struct store_mailbox in = mbox(s, "alice", "INBOX");
+	CHECK_EQ(in.messages, 2);
+	CHECK_EQ(in.unseen, 1);
+	CHECK_EQ(in.uidnext, 3);
+	CHECK_EQ(in.bytes, strlen(MSG1) + strlen("Subject: two\r\n\r\nx\r\n"));
+	struct store_mailbox sent = mbox(s, "alice", "Sent");
+	CHECK_EQ(sent.messages, 1);
+	CHECK_EQ(sent.uidnext, 2);
+
+	struct store_message m;
+	CHECK_EQ(msg_get(s, in.id, 1, &m), STORE_OK);
+	CHECK_EQ(m.uid, 1);
+	CHECK_EQ(m.size, strlen(MSG1));
+	CHECK_EQ(m.lines, 5);
+	CHECK_EQ(m.header_size, strlen("From: a@example.com\r\nSubject: one\r\n\r\n"));
+	CHECK_EQ(m.flags, 0);
+	CHECK(m.internal_date > 0);
+	CHECK_EQ(body_state(s, m.body_id, MSG1), 1);
+	CHECK_EQ(msg_get(s, in.id, 3, &m), STORE_NOTFOUND);
+
+	store_txn *t = store_read_begin(s);
+	struct store_user u;
+	CHECK_EQ(store_user_get(t, "alice", &u), STORE_OK);
+	CHECK_EQ(u.used_messages, 3);
+	store_read_end(t);
+
+	/* The SHA-256 of the stored bytes is the body id. */
+	uint8_t digest[32];
+	gnutls_hash_fast(GNUTLS_DIG_SHA256, MSG1, strlen(MSG1), digest);
+	CHECK_EQ(msg_get(s, in.id, 1, &m), STORE_OK);
+	CHECK(memcmp(digest, m.body_id, 32) == 0);
+	store_close(s);
+	rmtree(dir);
+}
+
+static void test_single_instance(void)
+{
+	char *dir = tmpdir();
+	store *s = open_sync(dir, NULL);
+	CHECK_EQ(add_user(s, "alice"), STORE_OK);
+	CHECK_EQ(add_user(s, "bob"), STORE_OK);
+	/* One message to two recipients in one request, as LMTP does. */
+	store_msg *msg = msg_of(MSG1, strlen(MSG1));
+	store_req *r = store_req_new();
+	store_req_deliver(r, "alice", NULL, msg, 0, 0);
+	store_req_deliver(r, "alice", NULL, msg, 0, 0);
+	store_req_deliver(r, "bob", NULL, msg, 0, 0);
+	store_msg_unref(msg);
+	CHECK_EQ(store_req_run(s, r), STORE_OK);
+	struct store_mailbox in = mbox(s, "alice", "INBOX");
+	struct store_message a, b;
+	CHECK_EQ(msg_get(s, in.id, 1, &a), STORE_OK);
+	CHECK_EQ(msg_get(s, in.id, 2, &b), STORE_OK);
+	CHECK(memcmp(a.body_id, b.body_id, 32) == 0);
+
+	r = store_req_new();
+	store_req_expunge(r, in.id, 1);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	CHECK_EQ(body_state(s, a.body_id, MSG1), 1);
+	r = store_req_new();
+	store_req_expunge(r, in.id, 2);
+	store_req_expunge(r, in.id, 2);         /* already gone: skipped */
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	CHECK_EQ(body_state(s, a.body_id, MSG1), 1);    /* bob still has it */
+	r = store_req_new();
+	store_req_user_del(r, "bob");
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	CHECK_EQ(body_state(s, a.body_id, NULL), 0);
+	in = mbox(s, "alice", "INBOX");
+	CHECK_EQ(in.messages, 0);
+	CHECK_EQ(in.bytes, 0);
+	store_close(s);
+	rmtree(dir);
+}
+
+/* Append PARTS (NULL-terminated) and compare with WANT. */
+static void crlf_case(int line, const char *const *parts, const char *want, size_t want_lines,
+                      size_t want_hdr)
+{
+	store_msg *m = store_msg_new();
+	size_t in = 0;
+	for (size_t i = 0; parts[i]; i++) {
+		store_msg_append(m, parts[i], strlen(parts[i]));
+		in += strlen(parts[i]);
+	}
+	size_t n = store_msg_finish(m);
+	if (n != strlen(want) || memcmp(store_msg_data(m), want, n) != 0) {
+		failed++;
+		fprintf(stderr, "%s:%d: normalised to \"%s\"\n", __FILE__, line, store_msg_data(m));
+	} else {
+		passed++;
+	}
+	CHECK_EQ(store_msg_size(m), strlen(want));
+	/* Lines and header size, checked through a delivery. */
+	char *dir = tmpdir();
+	store *s = open_sync(dir, NULL);
+	add_user(s, "u");
+	store_req *r = store_req_new();
+	store_req_deliver(r, "u", NULL, m, 0, 0);
+	CHECK_EQ(store_req_run(s, r), STORE_OK);
+	struct store_mailbox in_box = mbox(s, "u", "INBOX");
+	struct store_message sm;
+	CHECK_EQ(msg_get(s, in_box.id, 1, &sm), STORE_OK);
+	if (sm.lines != want_lines || sm.header_size != want_hdr) {
+		failed++;
+		fprintf(stderr, "%s:%d: lines %u header %u, want %zu %zu\n", __FILE__, line,
+		        sm.lines, sm.header_size, want_lines, want_hdr);
+	} else {
+		passed++;
+	}
+	CHECK_EQ(body_state(s, sm.body_id, want), 1);
+	store_close(s);
+	rmtree(dir);
+	store_msg_unref(m);
+}
+
+static void test_crlf(void)
+{
+	crlf_case(__LINE__, (const char *const[]){ "a\nb", NULL }, "a\r\nb", 2, 4);
+	crlf_case(__LINE__, (const char *const[]){ "a\rb", NULL }, "a\r\nb", 2, 4);
+	crlf_case(__LINE__, (const char *const[]){ "a\r\nb\r\n", NULL }, "a\r\nb\r\n", 2, 6);
+	crlf_case(__LINE__, (const char *const[]){ "a\r", "\nb", NULL }, "a\r\nb", 2, 4);
+	crlf_case(__LINE__, (const char *const[]){ "a\r", "b", NULL }, "a\r\nb", 2, 4);
+	crlf_case(__LINE__, (const char *const[]){ "a\r", "\r", "\n", NULL }, "a\r\n\r\n", 2, 5);
+	crlf_case(__LINE__, (const char *const[]){ "a\r", NULL }, "a\r\n", 1, 3);
+	crlf_case(__LINE__, (const char *const[]){ "\n\n", NULL }, "\r\n\r\n", 2, 2);
+	crlf_case(__LINE__, (const char *const[]){ "H: v\n\nbody\n", NULL },
+	          "H: v\r\n\r\nbody\r\n", 3, 8);
+	crlf_case(__LINE__, (const char *const[]){ "H: v\r", "\n\r", "\nbody", NULL },
+	          "H: v\r\n\r\nbody", 3, 8);
+	crlf_case(__LINE__, (const char *const[]){ NULL }, "", 0, 0);
+	crlf_case(__LINE__, (const char *const[]){ "", "", NULL }, "", 0, 0);
+	/* Byte by byte, with a NUL inside. */
+	store_msg *m = store_msg_new();
+	const char src[] = "x\ry\n\0z\r";
+	for (size_t i = 0; i < sizeof src - 1; i++)
+		store_msg_append(m, src + i, 1);
+	CHECK_EQ(store_msg_finish(m), 10);
+	CHECK(memcmp(store_msg_data(m), "x\r\ny\r\n\0z\r\n", 10) == 0);
+	store_msg_append(m, "more", 4);         /* ignored after finish */
+	CHECK_EQ(store_msg_size(m), 10);
+	store_msg_unref(m);
+}
+
+struct changes {
+	int n;
+	uint64_t modseq[16];
+	uint32_t uid[16];
+	int kind[16];
+};
+
+static int collect_change(const struct store_change *c, void *arg)
+{
+	struct changes *ch = arg;
+	if (ch->n < 16) {
+		ch->modseq[ch->n] = c->modseq;
+		ch->uid[ch->n] = c->uid;
+		ch->kind[ch->n] = c->kind;
+	}
+	ch->n++;
+	return 0;
+}
+
+static struct changes changes_since(store *s, uint32_t mb, uint64_t since)
+{
+	struct changes ch;
+	memset(&ch, 0, sizeof ch);
+	store_txn *t = store_read_begin(s);
+	CHECK_EQ(store_changes_since(t, mb, since, collect_change, &ch), STORE_OK);
+	store_read_end(t);
+	return ch;
+}
+
+static void test_flags_modseq(void)
+{
+	char *dir = tmpdir();
+	store *s = open_sync(dir, NULL);
+	CHECK_EQ(add_user(s, "alice"), STORE_OK);
+	for (int i = 0; i < 3; i++)
+		CHECK_EQ(deliver(s, "alice", NULL, i == 1 ? "two\r\n" : "msg\r\n", 0), STORE_OK);
+	struct store_mailbox in = mbox(s, "alice", "INBOX");
+	uint64_t hms = in.highestmodseq;
+	CHECK(hms >= 3);
+	struct store_message m1, m2;
+	CHECK_EQ(msg_get(s, in.id, 1, &m1), STORE_OK);
+	CHECK_EQ(msg_get(s, in.id, 2, &m2), STORE_OK);
+	CHECK(m1.modseq > 0 && m2.modseq > m1.modseq && hms == m2.modseq + 1);
+
+	store_req *r = store_req_new();
+	store_req_flags(r, in.id, 2, STORE_F_SEEN | STORE_F_DELETED, 0);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	in = mbox(s, "alice", "INBOX");
+	CHECK_EQ(in.highestmodseq, hms + 1);
+	CHECK_EQ(in.unseen, 2);
+	CHECK_EQ(in.deleted, 1);
+	/* A no-op flags change bumps nothing; a gone UID is skipped. */
+	r = store_req_new();
+	store_req_flags(r, in.id, 2, STORE_F_SEEN, 0);
+	store_req_flags(r, in.id, 99, STORE_F_SEEN, 0);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	CHECK_EQ(mbox(s, "alice", "INBOX").highestmodseq, hms + 1);
+
+	struct changes ch = changes_since(s, in.id, hms);
+	CHECK_EQ(ch.n, 1);
+	CHECK_EQ(ch.uid[0], 2);
+	CHECK_EQ(ch.modseq[0], hms + 1);
+	CHECK_EQ(ch.kind[0], STORE_CHANGE_FLAGS);
+
+	r = store_req_new();
+	store_req_expunge(r, in.id, 3);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	in = mbox(s, "alice", "INBOX");
+	CHECK_EQ(in.highestmodseq, hms + 2);
+	CHECK_EQ(in.messages, 2);
+	CHECK_EQ(in.unseen, 1);
+	ch = changes_since(s, in.id, hms);
+	CHECK_EQ(ch.n, 2);
+	CHECK_EQ(ch.uid[1], 3);
+	CHECK_EQ(ch.kind[1], STORE_CHANGE_EXPUNGE);
+	/* From the start: uid 1 once, uid 2 only at its latest modseq, uid 3
+	 * only as a tombstone. */
+	ch = changes_since(s, in.id, 0);
+	CHECK_EQ(ch.n, 3);
+	CHECK_EQ(ch.uid[0], 1);
+	CHECK_EQ(ch.uid[1], 2);
+	CHECK_EQ(ch.modseq[1], hms + 1);
+	CHECK_EQ(ch.uid[2], 3);
+	CHECK_EQ(ch.kind[2], STORE_CHANGE_EXPUNGE);
+	ch = changes_since(s, in.id, hms + 2);
+	CHECK_EQ(ch.n, 0);
+
+	/* Remove flags. */
+	r = store_req_new();
+	store_req_flags(r, in.id, 2, 0, STORE_F_DELETED);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	CHECK_EQ(msg_get(s, in.id, 2, &m2), STORE_OK);
+	CHECK_EQ(m2.flags, STORE_F_SEEN);
+	CHECK_EQ(m2.modseq, hms + 3);
+	CHECK_EQ(mbox(s, "alice", "INBOX").deleted, 0);
+	store_close(s);
+	rmtree(dir);
+}
+
+static void test_move_copy(void)
+{
+	char *dir = tmpdir();
+	store *s = open_sync(dir, NULL);
+	CHECK_EQ(add_user(s, "alice"), STORE_OK);
+	CHECK_EQ(deliver(s, "alice", NULL, MSG1, STORE_F_SEEN | STORE_F_DELETED), STORE_OK);
+	struct store_mailbox in = mbox(s, "alice", "INBOX");
+	struct store_mailbox trash = mbox(s, "alice", "Trash");
+	struct store_message orig;
+	CHECK_EQ(msg_get(s, in.id, 1, &orig), STORE_OK);
+
+	store_req *r = store_req_new();
+	store_req_move(r, in.id, 1, trash.id, STORE_F_DELETED);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	in = mbox(s, "alice", "INBOX");
+	trash = mbox(s, "alice", "Trash");
+	CHECK_EQ(in.messages, 0);
+	CHECK_EQ(in.deleted, 0);
+	CHECK_EQ(in.bytes, 0);
+	CHECK_EQ(trash.messages, 1);
+	CHECK_EQ(trash.deleted, 0);
+	CHECK_EQ(trash.bytes, strlen(MSG1));
+	struct store_message moved;
+	CHECK_EQ(msg_get(s, in.id, 1, &moved), STORE_NOTFOUND);
+	CHECK_EQ(msg_get(s, trash.id, 1, &moved), STORE_OK);
+	CHECK_EQ(moved.flags, STORE_F_SEEN);
+	CHECK_EQ(moved.internal_date, orig.internal_date);
+	CHECK(memcmp(moved.body_id, orig.body_id, 32) == 0);
+	struct changes ch = changes_since(s, in.id, 0);
+	CHECK_EQ(ch.n, 1);
+	CHECK_EQ(ch.kind[0], STORE_CHANGE_EXPUNGE);
+	struct store_user u;
+	store_txn *t = store_read_begin(s);
+	CHECK_EQ(store_user_get(t, "alice", &u), STORE_OK);
+	CHECK_EQ(u.used_messages, 1);
+	store_read_end(t);
+
+	/* Copy back: a second reference; the body survives one expunge. */
+	r = store_req_new();
+	store_req_copy(r, trash.id, 1, in.id);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	CHECK_EQ(mbox(s, "alice", "INBOX").messages, 1);
+	CHECK_EQ(mbox(s, "alice", "INBOX").uidnext, 3);     /* UIDs never reused */
+	r = store_req_new();
+	store_req_expunge(r, trash.id, 1);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	CHECK_EQ(body_state(s, orig.body_id, MSG1), 1);
+	r = store_req_new();
+	store_req_expunge(r, in.id, 2);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	CHECK_EQ(body_state(s, orig.body_id, NULL), 0);
+	store_close(s);
+	rmtree(dir);
+}
+
+static void test_mailboxes(void)
+{
+	char *dir = tmpdir();
+	store *s = open_sync(dir, NULL);
+	CHECK_EQ(add_user(s, "alice"), STORE_OK);
+	store_req *r = store_req_new();
+	store_req_mailbox_create(r, "alice", "Lists/ietf", 0);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	r = store_req_new();
+	store_req_mailbox_create(r, "alice", "inbox", 0);
+	CHECK_EQ(one_op(s, r), STORE_EXISTS);
+	r = store_req_new();
+	store_req_mailbox_create(r, "alice", "bad\nname", 0);
+	CHECK_EQ(one_op(s, r), STORE_INVALID);
+	CHECK_EQ(deliver(s, "alice", "Lists/ietf", MSG1, 0), STORE_OK);
+	struct store_mailbox a = mbox(s, "alice", "Lists/ietf");
+	CHECK(a.id != 0);
+	r = store_req_new();
+	store_req_mailbox_rename(r, a.id, "Lists/IETF");
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	CHECK_EQ(mbox(s, "alice", "Lists/ietf").id, 0);
+	struct store_mailbox b = mbox(s, "alice", "Lists/IETF");
+	CHECK_EQ(b.id, a.id);
+	CHECK_EQ(b.uidvalidity, a.uidvalidity);
+	CHECK_EQ(b.messages, 1);
+	r = store_req_new();
+	store_req_mailbox_subscribe(r, b.id, false);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	CHECK(!mbox(s, "alice", "Lists/IETF").subscribed);
+	r = store_req_new();
+	store_req_mailbox_delete(r, mbox(s, "alice", "INBOX").id);
+	CHECK_EQ(one_op(s, r), STORE_INVALID);
+	r = store_req_new();
+	store_req_mailbox_delete(r, b.id);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	CHECK_EQ(mbox(s, "alice", "Lists/IETF").id, 0);
+	store_txn *t = store_read_begin(s);
+	struct store_user u;
+	CHECK_EQ(store_user_get(t, "alice", &u), STORE_OK);
+	CHECK_EQ(u.used_messages, 0);
+	CHECK_EQ(u.used_bytes, 0);
+	store_read_end(t);
+	/* Recreated: a new UIDVALIDITY, even within the same second. */
+	r = store_req_new();
+	store_req_mailbox_create(r, "alice", "Lists/IETF", 0);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	struct store_mailbox c = mbox(s, "alice", "Lists/IETF");
+	CHECK(c.uidvalidity > b.uidvalidity);
+	CHECK(c.id != b.id);
+	CHECK_EQ(c.messages, 0);
+	store_close(s);
+	rmtree(dir);
+}
+
+static void test_quota(void)
+{
+	char *dir = tmpdir();
+	store *s = open_sync(dir, NULL);
+	CHECK_EQ(add_user(s, "alice"), STORE_OK);
+	store_req *r = store_req_new();
+	store_req_user_quota(r, "alice", 100, 0);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	char fifty[51], sixty[61];
+	memset(fifty, 'a', 50);
+	fifty[50] = '\0';
+	memset(sixty, 'b', 60);
+	sixty[60] = '\0';
+	CHECK_EQ(deliver(s, "alice", NULL, fifty, 0), STORE_OK);
+	CHECK_EQ(deliver(s, "alice", NULL, sixty, 0), STORE_OVERQUOTA);
+	struct store_mailbox in = mbox(s, "alice", "INBOX");
+	CHECK_EQ(in.messages, 1);
+	CHECK_EQ(in.uidnext, 2);
+	CHECK_EQ(in.bytes, 50);
+	store_txn *t = store_read_begin(s);
+	struct store_user u;
+	CHECK_EQ(store_user_get(t, "alice", &u), STORE_OK);
+	CHECK_EQ(u.used_bytes, 50);
+	CHECK_EQ(u.quota_bytes, 100);
+	store_read_end(t);
+	/* The refused body was not stored. */
+	uint8_t digest[32];
+	gnutls_hash_fast(GNUTLS_DIG_SHA256, sixty, 60, digest);
+	CHECK_EQ(body_state(s, digest, NULL), 0);
+
+	r = store_req_new();
+	store_req_user_quota(r, "alice", 0, 1);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	CHECK_EQ(deliver(s, "alice", NULL, "small", 0), STORE_OVERQUOTA);
+	r = store_req_new();
+	store_req_copy(r, in.id, 1, mbox(s, "alice", "Archive").id);
+	CHECK_EQ(one_op(s, r), STORE_OVERQUOTA);
+	r = store_req_new();
+	store_req_user_quota(r, "alice", 0, 0);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	CHECK_EQ(deliver(s, "alice", NULL, sixty, 0), STORE_OK);
+	store_close(s);
+	rmtree(dir);
+}
+
+/* ------------------------------------------------------- daemon mode */
+
+struct cb_log {
+	int calls;
+	int status[8];
+	uint32_t uid[8];
+	size_t nres[8];
+};
+
+static void on_done(store_req *r, void *arg)
+{
+	struct cb_log *l = arg;
+	if (l->calls < 8) {
+		l->status[l->calls] = store_req_status(r);
+		l->nres[l->calls] = store_req_count(r);
+		const struct store_result *res = store_req_result(r, store_req_count(r) - 1);
+		l->uid[l->calls] = res ? res->uid : 0;
+	}
+	l->calls++;
+}
+
+static store *open_loop(const char *dir, uv_loop_t *loop, const struct store_options *opt)
+{
+	store *s = NULL;
+	char err[512];
+	int rc = store_open(&s, dir, opt, loop, err, sizeof err);
+	if (rc != STORE_OK)
+		fprintf(stderr, "store_open: %s\n", err);
+	CHECK_EQ(rc, STORE_OK);
+	return s;
+}
+
+static void close_loop(store *s, uv_loop_t *loop)
+{
+	store_close(s);
+	uv_run(loop, UV_RUN_DEFAULT);
+	CHECK_EQ(uv_loop_close(loop), 0);
+}
+
+static void test_group_commit(void)
+{
+	char *dir = tmpdir();
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	store *s = open_loop(dir, &loop, NULL);
+	struct cb_log log;
+	memset(&log, 0, sizeof log);
+
+	store_req *r = store_req_new();
+	store_req_user_add(r, "alice", "h");
+	store_req_submit(s, r, on_done, &log);
+	r = store_req_new();
+	store_req_user_quota(r, "alice", 60, 0);
+	store_req_submit(s, r, on_done, &log);
+	store_msg *m = msg_of(MSG1, strlen(MSG1));
+	r = store_req_new();
+	store_req_deliver(r, "alice", NULL, m, 0, 0);
+	store_req_submit(s, r, on_done, &log);
+	r = store_req_new();
+	store_req_deliver(r, "nobody", NULL, m, 0, 0);
+	store_req_submit(s, r, on_done, &log);
+	r = store_req_new();                    /* over quota: MSG1 twice > 60 */
+	store_req_deliver(r, "alice", NULL, m, 0, 0);
+	store_req_submit(s, r, on_done, &log);
+	r = store_req_new();
+	store_req_user_quota(r, "alice", 0, 0);
+	store_req_deliver(r, "alice", "Sent", m, 0, 0);
+	store_req_deliver(r, "alice", NULL, m, STORE_F_SEEN, 0);
+	store_req_submit(s, r, on_done, &log);
+	store_msg_unref(m);
+
+	uv_run(&loop, UV_RUN_DEFAULT);  /* returns once every callback ran */
+	CHECK_EQ(log.calls, 6);
+	CHECK_EQ(log.status[0], STORE_OK);
+	CHECK_EQ(log.status[1], STORE_OK);
+	CHECK_EQ(log.status[2], STORE_OK);
+	CHECK_EQ(log.uid[2], 1);
+	CHECK_EQ(log.status[3], STORE_NOTFOUND);
+	CHECK_EQ(log.status[4], STORE_OVERQUOTA);
+	CHECK_EQ(log.status[5], STORE_OK);
+	CHECK_EQ(log.nres[5], 3);
+	CHECK_EQ(log.uid[5], 2);
+
+	store_txn *t = store_read_begin(s);
+	struct store_user u;
+	CHECK_EQ(store_user_get(t, "alice", &u), STORE_OK);
+	struct store_mailbox in;
+	CHECK_EQ(store_mailbox_get(t, u.id, "INBOX", &in), STORE_OK);
+	CHECK_EQ(in.messages, 2);
+	CHECK_EQ(in.unseen, 1);
+	CHECK_EQ(u.used_messages, 3);
+	CHECK_EQ(u.quota_bytes, 0);
+	store_read_end(t);
+
+	/* Submitted but not yet run at close: store_close drains them. */
+	memset(&log, 0, sizeof log);
+	r = store_req_new();
+	store_req_flags(r, in.id, 1, STORE_F_FLAGGED, 0);
+	store_req_submit(s, r, on_done, &log);
+	close_loop(s, &loop);
+	CHECK_EQ(log.calls, 1);
+	CHECK_EQ(log.status[0], STORE_OK);
+
+	/* Reopen: everything persisted. */
+	s = open_sync(dir, NULL);
+	struct store_message msg;
+	CHECK_EQ(msg_get(s, in.id, 1, &msg), STORE_OK);
+	CHECK_EQ(msg.flags, STORE_F_FLAGGED);
+	CHECK_EQ(body_state(s, msg.body_id, MSG1), 1);
+	struct store_mailbox in2 = mbox(s, "alice", "INBOX");
+	CHECK_EQ(in2.uidvalidity, in.uidvalidity);
+	CHECK_EQ(in2.uidnext, 3);
+	CHECK_EQ(mbox(s, "alice", "Sent").messages, 1);
+	store_close(s);
+
+	/* Read-only: readable, not writable. */
+	struct store_options ro = { .readonly = true };
+	s = open_sync(dir, &ro);
+	CHECK_EQ(mbox(s, "alice", "INBOX").messages, 2);
+	CHECK_EQ(add_user(s, "zed"), STORE_INVALID);
+	store_close(s);
+	rmtree(dir);
+}
+
+struct watch_log {
+	int calls;
+	uint32_t last;
+	uv_loop_t *loop;
+	bool stop_on_call;
+};
+
+static void on_watch(void *arg, uint32_t mailbox_id)
+{
+	struct watch_log *w = arg;
+	w->calls++;
+	w->last = mailbox_id;
+	if (w->stop_on_call)
+		uv_stop(w->loop);
+}
+
+static void on_give_up(uv_timer_t *h)
+{
+	uv_stop(h->loop);
+}
+
+static void test_watch(void)
+{
+	char *dir = tmpdir();
+	store *s = open_sync(dir, NULL);
+	CHECK_EQ(add_user(s, "alice"), STORE_OK);
+	uint32_t inbox = mbox(s, "alice", "INBOX").id;
+	uint32_t sent = mbox(s, "alice", "Sent").id;
+	store_close(s);
+
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	s = open_loop(dir, &loop, NULL);
+	struct watch_log wi = { 0, 0, &loop, false }, ws = { 0, 0, &loop, false };
+	store_watch *w1 = store_watch_add(s, inbox, on_watch, &wi);
+	store_watch *w2 = store_watch_add(s, sent, on_watch, &ws);
+	CHECK(w1 && w2);
+	struct cb_log log;
+	memset(&log, 0, sizeof log);
+	store_msg *m = msg_of(MSG1, strlen(MSG1));
+	store_req *r = store_req_new();
+	store_req_deliver(r, "alice", NULL, m, 0, 0);
+	store_req_submit(s, r, on_done, &log);
+	/* The watch timer keeps no reference: the loop ends after the callback. */
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK_EQ(log.calls, 1);
+	CHECK_EQ(wi.calls, 1);
+	CHECK_EQ(wi.last, inbox);
+	CHECK_EQ(ws.calls, 0);
+
+	/* A commit by another process reaches the watcher through the timer. */
+	pid_t pid = fork();
+	if (pid == 0) {
+		store *cs = NULL;
+		char err[256];
+		if (store_open(&cs, dir, NULL, NULL, err, sizeof err) != STORE_OK)
+			_exit(3);
+		store_req *cr = store_req_new();
+		store_req_deliver(cr, "alice", "Sent", m, 0, 0);
+		int st = store_req_run(cs, cr);
+		store_close(cs);
+		_exit(st == STORE_OK ? 0 : 4);
+	}
+	int wstatus = 0;
+	waitpid(pid, &wstatus, 0);
+	CHECK(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+	ws.stop_on_call = true;
+	uv_timer_t give_up;
+	uv_timer_init(&loop, &give_up);
+	uv_timer_start(&give_up, on_give_up, 3000, 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK(ws.calls >= 1);
+	uv_timer_stop(&give_up);
+	uv_close((uv_handle_t *)&give_up, NULL);
+
+	store_watch_remove(w1);
+	store_watch_remove(w2);
+	int before = wi.calls;
+	r = store_req_new();
+	store_req_deliver(r, "alice", NULL, m, 0, 0);
+	store_req_submit(s, r, on_done, &log);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK_EQ(wi.calls, before);
+	CHECK_EQ(log.calls, 2);
+	store_msg_unref(m);
+	close_loop(s, &loop);
+	rmtree(dir);
+}
+
+static bool file_is(const char *path, const char *content, size_t len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return false;
+	char buf[256];
+	size_t n = fread(buf, 1, sizeof buf, f);
+	fclose(f);
+	return n == len && memcmp(buf, content, len) == 0;
+}
+
+static void test_foreign(void)
+{
+	char *dir = tmpdir();
+	char path[700], lock[700];
+	snprintf(path, sizeof path, "%s/data.mdb", dir);
+	snprintf(lock, sizeof lock, "%s/lock.mdb", dir);
+	const char junk[] = "This is my thesis, not a mail store. Do not eat it.\n";
+	FILE *f = fopen(path, "wb");
+	fwrite(junk, 1, sizeof junk - 1, f);
+	fclose(f);
+	store *s = (store *)1;
+	char err[512] = "";
+	CHECK_EQ(store_open(&s, dir, NULL, NULL, err, sizeof err), STORE_CORRUPT);
+	CHECK(s == NULL);
+	CHECK(strstr(err, dir) != NULL);
+	CHECK(file_is(path, junk, sizeof junk - 1));
+	CHECK(access(lock, F_OK) != 0);
+	struct store_options ro = { .readonly = true };
+	CHECK_EQ(store_open(&s, dir, &ro, NULL, err, sizeof err), STORE_CORRUPT);
+	CHECK(file_is(path, junk, sizeof junk - 1));
+	remove(path);
+
+	/* A folder with someone else's files. */
+	snprintf(path, sizeof path, "%s/notes.txt", dir);
+	f = fopen(path, "wb");
+	fwrite(junk, 1, sizeof junk - 1, f);
+	fclose(f);
+	CHECK_EQ(store_open(&s, dir, NULL, NULL, err, sizeof err), STORE_CORRUPT);
+	snprintf(path, sizeof path, "%s/data.mdb", dir);
+	CHECK(access(path, F_OK) != 0);
+	snprintf(path, sizeof path, "%s/notes.txt", dir);
+	remove(path);
+
+	/* An LMDB file of another program. */
+	MDB_env *env;
+	mdb_env_create(&env);
+	CHECK_EQ(mdb_env_open(env, dir, 0, 0600), 0);
+	MDB_txn *txn;
+	mdb_txn_begin(env, NULL, 0, &txn);
+	MDB_dbi dbi;
+	mdb_dbi_open(txn, NULL, 0, &dbi);
+	MDB_val k = { 3, (void *)(uintptr_t)"key" }, v = { 5, (void *)(uintptr_t)"value" };
+	mdb_put(txn, dbi, &k, &v, 0);
+	CHECK_EQ(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	struct stat before, after;
+	snprintf(path, sizeof path, "%s/data.mdb", dir);
+	stat(path, &before);
+	CHECK_EQ(store_open(&s, dir, NULL, NULL, err, sizeof err), STORE_CORRUPT);
+	CHECK(strstr(err, "not a onebox store") != NULL);
+	stat(path, &after);
+	CHECK(before.st_mtime == after.st_mtime && before.st_size == after.st_size);
+	rmtree(dir);
+
+	/* Read-only open of nothing creates nothing. */
+	dir = tmpdir();
+	char sub[600];
+	snprintf(sub, sizeof sub, "%s/store", dir);
+	CHECK(store_open(&s, sub, &ro, NULL, err, sizeof err) != STORE_OK);
+	CHECK(access(sub, F_OK) != 0);
+	/* Read-only open of a store with no lock file creates none. */
+	s = open_sync(sub, NULL);
+	add_user(s, "alice");
+	store_close(s);
+	snprintf(lock, sizeof lock, "%s/lock.mdb", sub);
+	remove(lock);
+	s = open_sync(sub, &ro);
+	CHECK(user_id(s, "alice") != 0);
+	store_close(s);
+	CHECK(access(lock, F_OK) != 0);
+	rmtree(dir);
+}
+
+/* Distinct bodies of SIZE octets, so none is shared. */
+static char *big_body(size_t size, int seed)
+{
+	char *p = malloc(size + 1);
+	snprintf(p, size, "Subject: big %d\r\n\r\n", seed);
+	size_t h = strlen(p);
+	for (size_t i = h; i < size; i++)
+		p[i] = (i % 78 == 76) ? '\r' : (i % 78 == 77) ? '\n' : (char)('a' + (i + (size_t)seed) % 26);
+	p[size] = '\0';
+	return p;
+}
+
+static void test_map_growth(void)
+{
+	char *dir = tmpdir();
+	struct store_options opt = { .map_size = 64 * 1024 };
+	store *s = open_sync(dir, &opt);
+	CHECK_EQ(add_user(s, "alice"), STORE_OK);
+	const size_t size = 200 * 1024;
+	for (int i = 0; i < 15; i++) {
+		char *b = big_body(size, i);
+		CHECK_EQ(deliver(s, "alice", NULL, b, 0), STORE_OK);
+		free(b);
+	}
+	store_close(s);
+
+	/* Daemon mode: one batch of several large messages. */
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	s = open_loop(dir, &loop, &opt);
+	struct cb_log log;
+	memset(&log, 0, sizeof log);
+	for (int i = 15; i < 20; i++) {
+		char *b = big_body(size, i);
+		store_msg *m = msg_of(b, size);
+		store_req *r = store_req_new();
+		store_req_deliver(r, "alice", NULL, m, 0, 0);
+		store_msg_unref(m);
+		store_req_submit(s, r, on_done, &log);
+		free(b);
+	}
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK_EQ(log.calls, 5);
+	for (int i = 0; i < 5; i++)
+		CHECK_EQ(log.status[i], STORE_OK);
+	close_loop(s, &loop);
+
+	s = open_sync(dir, &opt);
+	struct store_mailbox in = mbox(s, "alice", "INBOX");
+	CHECK_EQ(in.messages, 20);
+	for (uint32_t uid = 1; uid <= 20; uid++) {
+		struct store_message m;
+		CHECK_EQ(msg_get(s, in.id, uid, &m), STORE_OK);
+		char *b = big_body(size, (int)uid - 1);
+		CHECK_EQ(body_state(s, m.body_id, b), 1);
+		free(b);
+	}
+	store_close(s);
+
+	/* With a ceiling, a full map is a temporary failure and stores nothing. */
+	struct store_options capped = { .map_size = 64 * 1024, .max_map_size = 8 * 1024 * 1024 };
+	s = open_sync(dir, &capped);
+	char *b = big_body(6 * 1024 * 1024, 99);
+	CHECK_EQ(deliver(s, "alice", NULL, b, 0), STORE_TEMPFAIL);
+	free(b);
+	CHECK_EQ(mbox(s, "alice", "INBOX").messages, 20);
+	store_close(s);
+	rmtree(dir);
+}
+
+static void test_retention(void)
+{
+	char *dir = tmpdir();
+	struct store_options opt = { .expunge_retention = 1 };
+	store *s = open_sync(dir, &opt);
+	CHECK_EQ(add_user(s, "alice"), STORE_OK);
+	CHECK_EQ(deliver(s, "alice", NULL, MSG1, 0), STORE_OK);
+	struct store_mailbox in = mbox(s, "alice", "INBOX");
+	struct store_message m;
+	CHECK_EQ(msg_get(s, in.id, 1, &m), STORE_OK);
+	store_req *r = store_req_new();
+	store_req_expunge(r, in.id, 1);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	CHECK_EQ(msg_get(s, in.id, 1, &m), STORE_NOTFOUND);
+	CHECK_EQ(body_state(s, m.body_id, MSG1), 1);    /* retained */
+	sleep(2);
+	CHECK_EQ(add_user(s, "bob"), STORE_OK);         /* any commit purges */
+	CHECK_EQ(body_state(s, m.body_id, NULL), 0);
+	store_close(s);
+	rmtree(dir);
+}
+
+int main(void)
+{
+	test_users();
+	test_deliver();
+	test_single_instance();
+	test_crlf();
+	test_flags_modseq();
+	test_move_copy();
+	test_mailboxes();
+	test_quota();
+	test_group_commit();
+	test_watch();
+	test_foreign();
+	test_map_growth();
+	test_retention();
+	printf("%d passed, %d failed\n", passed, failed);
+	return failed ? 1 : 0;
+}
