@@ -1730,13 +1730,17 @@ static int write_run(store *s, store_req **reqs, size_t n, struct wtx *w, bool *
 	}
 }
 
-/* Apply a group of requests, splitting it if one txn cannot hold it all. */
+/*
+ * Apply a group of requests.  If one txn cannot hold them all (too many
+ * dirty pages, or the map cannot grow any more), split the group so that
+ * only the request that does not fit fails.
+ */
 static void batch_apply(store *s, store_req **reqs, size_t n, struct wtx *w, bool *foreign)
 {
 	int rc = write_run(s, reqs, n, w, foreign);
 	if (rc == 0)
 		return;
-	if (rc == MDB_TXN_FULL && n > 1) {
+	if ((rc == MDB_TXN_FULL || rc == MDB_MAP_FULL) && n > 1) {
 		size_t half = n / 2;
 		struct wtx w2 = { 0 };
 		batch_apply(s, reqs, half, w, foreign);
@@ -2280,11 +2284,10 @@ static char *path_join(const char *path, const char *name)
  * Before LMDB touches anything: an existing data.mdb must start with an
  * LMDB meta page (magic 0xBEEFC0DE after the 16-byte page header), and a
  * folder without one must hold nothing but our own lock file (dot files
- * and lost+found are tolerated).  Sets *EXISTS.
+ * and lost+found are tolerated).
  */
-static int precheck(const char *path, bool readonly, bool *exists, char *err, size_t errlen)
+static int precheck(const char *path, bool readonly, char *err, size_t errlen)
 {
-	*exists = false;
 	char *data = path_join(path, "data.mdb");
 	if (!data) {
 		set_err(err, errlen, "%s: out of memory", path);
@@ -2294,7 +2297,6 @@ static int precheck(const char *path, bool readonly, bool *exists, char *err, si
 	int saved = errno;
 	free(data);
 	if (fd >= 0) {
-		*exists = true;
 		uint8_t hdr[24];
 		ssize_t n = read(fd, hdr, sizeof hdr);
 		close(fd);
@@ -2481,8 +2483,7 @@ int store_open(store **out, const char *path, const struct store_options *opt,
 	if (s->opt.readonly)
 		loop = NULL;            /* nothing to write, nothing to watch */
 	pthread_rwlock_init(&s->maplock, NULL);
-	bool exists;
-	int st = precheck(path, s->opt.readonly, &exists, err, errlen);
+	int st = precheck(path, s->opt.readonly, err, errlen);
 	if (st) {
 		store_free(s);
 		return st;

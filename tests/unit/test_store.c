@@ -1025,6 +1025,44 @@ static void test_map_growth(void)
 	rmtree(dir);
 }
 
+/* Another process grows the map while we have the store open: our next
+ * txns meet MDB_MAP_RESIZED and adopt the new size. */
+static void test_map_resized_elsewhere(void)
+{
+	char *dir = tmpdir();
+	struct store_options opt = { .map_size = 64 * 1024 };
+	store *s = open_sync(dir, &opt);
+	CHECK_EQ(add_user(s, "alice"), STORE_OK);
+	const size_t size = 3 * 1024 * 1024;
+	pid_t pid = fork();
+	if (pid == 0) {
+		store *cs = NULL;
+		char err[256];
+		if (store_open(&cs, dir, &opt, NULL, err, sizeof err) != STORE_OK)
+			_exit(3);
+		char *b = big_body(size, 7);
+		int st = deliver(cs, "alice", NULL, b, 0);
+		store_close(cs);
+		_exit(st == STORE_OK ? 0 : 4);
+	}
+	int wstatus = 0;
+	waitpid(pid, &wstatus, 0);
+	CHECK(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+	struct store_mailbox in = mbox(s, "alice", "INBOX");
+	CHECK_EQ(in.messages, 1);
+	struct store_message m;
+	CHECK_EQ(msg_get(s, in.id, 1, &m), STORE_OK);
+	char *b = big_body(size, 7);
+	CHECK_EQ(body_state(s, m.body_id, b), 1);
+	free(b);
+	b = big_body(size, 8);
+	CHECK_EQ(deliver(s, "alice", NULL, b, 0), STORE_OK);
+	free(b);
+	CHECK_EQ(mbox(s, "alice", "INBOX").messages, 2);
+	store_close(s);
+	rmtree(dir);
+}
+
 static void test_retention(void)
 {
 	char *dir = tmpdir();
@@ -1061,6 +1099,7 @@ int main(void)
 	test_watch();
 	test_foreign();
 	test_map_growth();
+	test_map_resized_elsewhere();
 	test_retention();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
