@@ -72,7 +72,8 @@ struct proto_settings {
 	unsigned lmtp_max_recipients;
 };
 
-/* The store and settings this connection serves (never NULL). */
+/* The store and settings this connection serves (never NULL while the
+ * connection is open; the store is gone once the daemon is stopping). */
 store *conn_store(conn *c);
 const struct proto_settings *conn_settings(conn *c);
 

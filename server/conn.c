@@ -103,7 +103,8 @@ struct conn {
 	/* accounting and logs */
 	uint64_t started;
 	uint64_t bytes_in, bytes_out;
-	bool addr_counted;
+	bool counted;       /* in srv->nconns (see release_slot) */
+	bool addr_counted;  /* in srv->per_addr */
 	unsigned char addr[16]; /* IPv6, or IPv4-mapped IPv6 */
 	char *user;
 	char peer[64];
@@ -607,7 +608,9 @@ static void process_input(conn *c)
 		if (c->tls && !tls_pump(c))
 			break;
 		size_t avail = in_buffered(c);
-		char *p = c->in + c->in_off;
+		/* Under TLS, a full buffer may leave decrypted input behind. */
+		bool more = c->tls && avail >= c->in_limit;
+		char *p = c->in ? c->in + c->in_off : NULL;
 		if (c->bytes_mode) {
 			if (avail == 0) {
 				starved = true;
@@ -630,6 +633,8 @@ static void process_input(conn *c)
 		if (c->discarding) {
 			if (!lf) {
 				c->in_off = c->in_len;
+				if (more)
+					continue;
 				starved = true;
 				break;
 			}
@@ -829,6 +834,21 @@ bool conn_tls_available(const conn *c)
 
 /* ---------------------------------------------------------- lifecycle */
 
+/* The connection stops counting against max_connections and
+ * max_per_address once its session is over (our FIN is sent, or the socket
+ * is closed), not when its memory is freed: a lingering close or a slow
+ * conn_release must not keep a client's next connection out. */
+static void release_slot(conn *c)
+{
+	if (!c->counted)
+		return;
+	c->counted = false;
+	c->srv->nconns--;
+	if (c->addr_counted)
+		addr_dec(c->srv, c->addr);
+	c->addr_counted = false;
+}
+
 static void finish(conn *c)
 {
 	if (c->state != CONN_CLOSED || c->holds > 0 || c->finished)
@@ -837,13 +857,10 @@ static void finish(conn *c)
 	if (c->sess && c->ops->close)
 		c->ops->close(c->sess);
 	c->sess = NULL;
-	struct server *srv = c->srv;
 	*c->pprev = c->next;
 	if (c->next)
 		c->next->pprev = c->pprev;
-	srv->nconns--;
-	if (c->addr_counted)
-		addr_dec(srv, c->addr);
+	release_slot(c);
 	tls_sess_free(c->tls);
 	free(c->tls_hold);
 	free_chunks(c->out_head);
@@ -872,6 +889,7 @@ static void hard_close(conn *c)
 	         secs, c->bytes_in, c->bytes_out);
 	c->state = CONN_CLOSING;
 	c->reading = false;
+	release_slot(c);
 	uv_close((uv_handle_t *)c->stream, on_handle_closed);
 	uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 	uv_close((uv_handle_t *)&c->defer, on_handle_closed);
@@ -898,6 +916,7 @@ static void start_shutdown(conn *c)
 	}
 	c->state = CONN_SHUTDOWN;
 	c->phase_start = now_ms(c);
+	release_slot(c);
 	c->sreq.data = c;
 	if (uv_shutdown(&c->sreq, c->stream, on_shutdown) < 0) {
 		hard_close(c);
@@ -994,6 +1013,8 @@ static void free_handle(uv_handle_t *h)
 	free(h);
 }
 
+/* CLIENT is a malloc'd, accepted uv_tcp_t or uv_pipe_t (listener.c makes
+ * it); from here on the conn owns it, closes it and frees it. */
 void conn_accept(struct server *srv, uv_stream_t *client, const struct proto_ops *ops,
                  bool implicit_tls)
 {
@@ -1024,6 +1045,7 @@ void conn_accept(struct server *srv, uv_stream_t *client, const struct proto_ops
 	srv->conns = c;
 	c->pprev = &srv->conns;
 	srv->nconns++;
+	c->counted = true;
 
 	const struct cfg_limits *lim = &srv->cfg->limits;
 	const char *refuse = NULL;
@@ -1218,11 +1240,8 @@ unsigned conn_idle_timeout(const conn *c)
 {
 	const struct cfg_limits *lim = &c->srv->cfg->limits;
 	for (size_t i = 0; i < sizeof idle_timeouts / sizeof idle_timeouts[0]; i++) {
-		if (!strcmp(c->ops->name, idle_timeouts[i].proto)) {
-			unsigned v;
-			memcpy(&v, (const char *)lim + idle_timeouts[i].offset, sizeof v);
-			return v;
-		}
+		if (!strcmp(c->ops->name, idle_timeouts[i].proto))
+			return *(const unsigned *)((const char *)lim + idle_timeouts[i].offset);
 	}
 	return lim->preauth_timeout;
 }

@@ -83,7 +83,7 @@ static void line_escaped(struct line *l, const char *s, size_t n)
 	for (size_t i = 0; i < n && !l->cut; i++) {
 		unsigned char ch = (unsigned char)s[i];
 		if (ch >= 0x20 && ch != 0x7f) {
-			line_raw(l, (const char *)&s[i], 1);
+			line_raw(l, &s[i], 1);
 			continue;
 		}
 		char esc[4] = { '\\', 'x', hex[ch >> 4], hex[ch & 15] };
