@@ -4,7 +4,8 @@
 # protocol tests (pytest with Debian's python3), and end with one line:
 #   N passed, M failed
 # Exit status 0 only when nothing failed and something passed.
-# Works on a fresh Debian 12 machine as root (or with sudo).
+# Works on a fresh Debian 12 machine as root (or with sudo): the packages
+# are installed by tools/deps.sh when one is missing.
 set -uo pipefail
 
 cd "$(dirname "$0")" || exit 1
@@ -20,44 +21,12 @@ finish() {  # finish PASSED FAILED
 }
 
 # --- 1. Debian packages, installed only when one is missing -------------
-PACKAGES="meson ninja-build pkg-config gcc libgnutls28-dev libuv1-dev liblmdb-dev
-libconfig-dev libcrypt-dev zlib1g-dev python3 python3-pytest openssl"
-# postfix gives the tests smtp-source (Postfix's LMTP client); optional.
-OPTIONAL_PACKAGES="postfix"
-
-missing() {
-	local p out=""
-	for p in "$@"; do
-		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || out="$out $p"
-	done
-	echo "$out"
-}
-
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; fi
-
-# shellcheck disable=SC2086
-NEED=$(missing $PACKAGES)
-# shellcheck disable=SC2086
-WANT=$(missing $OPTIONAL_PACKAGES)
-if [ -n "$NEED$WANT" ]; then
-	say "installing:$NEED$WANT"
-	export DEBIAN_FRONTEND=noninteractive
-	$SUDO apt-get update -qq || { echo "apt-get update failed"; finish 0 1; }
-	if [ -n "$NEED" ]; then
-		# shellcheck disable=SC2086
-		$SUDO apt-get install -y -qq --no-install-recommends $NEED </dev/null \
-			|| { echo "installing$NEED failed"; finish 0 1; }
-	fi
-	if [ -n "$WANT" ]; then
-		# Postfix must not configure or start a mail system here; and never
-		# replace the machine's MTA (--no-remove): then its test skips.
-		echo "postfix postfix/main_mailer_type select No configuration" \
-			| $SUDO debconf-set-selections 2>/dev/null || true
-		# shellcheck disable=SC2086
-		$SUDO apt-get install -y -qq --no-install-recommends --no-remove $WANT </dev/null \
-			|| echo "note: could not install$WANT; the tests that use it will be skipped"
-	fi
+# tools/deps.sh is the one place that knows the package list; "test" adds
+# python3-pytest and postfix (for smtp-source, Postfix's LMTP client).
+say "tools/deps.sh test"
+if ! sh tools/deps.sh test </dev/null; then
+	echo "installing the Debian packages failed"
+	finish 0 1
 fi
 
 # --- 2. Build with sanitizers -------------------------------------------

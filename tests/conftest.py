@@ -211,6 +211,28 @@ def lmtp_send(conn, sender, rcpts, msg, mail_options=()):
     return mail, rcpt_replies, data_replies
 
 
+class Conn:
+    """A raw client connection read by lines.  close() closes the socket
+    for real (a socket with a makefile() still open is not closed)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.f = sock.makefile("rb")
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def readline(self, limit=-1):
+        return self.f.readline(limit)
+
+    def read(self, n):
+        return self.f.read(n)
+
+    def close(self):
+        self.f.close()
+        self.sock.close()
+
+
 class Replies:
     """Reads SMTP/LMTP replies (possibly multi-line) from a raw socket."""
 
@@ -505,6 +527,10 @@ class Daemon:
         return socket.create_connection(("127.0.0.1", port), timeout=timeout,
                                         source_address=(source, 0) if source else None)
 
+    def conn(self, port, source=None, timeout=CLIENT_TIMEOUT):
+        """raw(), read by lines: a Conn."""
+        return Conn(self.raw(port, source, timeout))
+
     def password(self, user):
         return self.users[user]
 
@@ -557,6 +583,7 @@ def workdir(request):
     """A short folder of our own: unix socket paths must fit in 108 bytes,
     which pytest's tmp_path does not promise.  Kept when the test failed."""
     d = tempfile.mkdtemp(prefix="onebox-t-")
+    os.chmod(d, 0o755)   # a daemon that drops privileges must reach its data
     yield pathlib.Path(d)
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.passed and not getattr(request.node, "_onebox_keep", False):

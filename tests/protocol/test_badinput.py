@@ -31,16 +31,15 @@ def still_serves(d):
     p.quit()
 
 
-def read_lines_until(sock, done, limit_lines=100_000):
+def read_lines_until(readline, done, limit_lines=100_000):
     """Lines the server sent until DONE(line) is true or EOF; bounded."""
-    r = Replies(sock)
     out = []
     for _ in range(limit_lines):
         try:
-            line = r.line()
+            line = readline()
         except ConnectionResetError:
             return out, True
-        if line is None:
+        if not line:
             return out, True
         out.append(line)
         if done(line):
@@ -51,10 +50,9 @@ def read_lines_until(sock, done, limit_lines=100_000):
 # ------------------------------------------------------------------- POP3
 
 def pop3_raw(d):
-    s = d.raw(d.pop3_port)
-    f = s.makefile("rb")
-    assert f.readline().startswith(b"+OK")
-    return s, f
+    c = d.conn(d.pop3_port)
+    assert c.readline().startswith(b"+OK")
+    return c
 
 
 @pytest.mark.parametrize("cmd", [
@@ -64,32 +62,32 @@ def pop3_raw(d):
 ])
 def test_pop3_bad_commands_get_err(daemon, cmd):
     lmtp_deliver_one(daemon, "alice")
-    s, f = pop3_raw(daemon)
-    s.sendall(b"USER alice\r\nPASS alice-pw\r\n")
-    assert f.readline().startswith(b"+OK")
-    assert f.readline().startswith(b"+OK")
-    s.sendall(cmd + b"\r\n")
-    line = f.readline()
+    c = pop3_raw(daemon)
+    c.send(b"USER alice\r\nPASS alice-pw\r\n")
+    assert c.readline().startswith(b"+OK")
+    assert c.readline().startswith(b"+OK")
+    c.send(cmd + b"\r\n")
+    line = c.readline()
     assert line.startswith(b"-ERR"), (cmd, line)
-    s.sendall(b"NOOP\r\n")
-    line = f.readline()
+    c.send(b"NOOP\r\n")
+    line = c.readline()
     assert line.startswith(b"+OK"), line
-    s.sendall(b"QUIT\r\n")
-    assert f.readline().startswith(b"+OK")
-    s.close()
+    c.send(b"QUIT\r\n")
+    assert c.readline().startswith(b"+OK")
+    c.close()
 
 
 def test_pop3_commands_are_case_insensitive(daemon):
     stored = lmtp_deliver_one(daemon, "alice")
-    s, f = pop3_raw(daemon)
-    s.sendall(b"user alice\r\npass alice-pw\r\nretr 1\r\n")
-    assert f.readline().startswith(b"+OK")
-    assert f.readline().startswith(b"+OK")
-    assert f.readline().startswith(b"+OK")
-    assert f.read(len(stored) + 3) == stored + b".\r\n"
-    s.sendall(b"quit\r\n")
-    assert f.readline().startswith(b"+OK")
-    s.close()
+    c = pop3_raw(daemon)
+    c.send(b"user alice\r\npass alice-pw\r\nretr 1\r\n")
+    assert c.readline().startswith(b"+OK")
+    assert c.readline().startswith(b"+OK")
+    assert c.readline().startswith(b"+OK")
+    assert c.read(len(stored) + 3) == stored + b".\r\n"
+    c.send(b"quit\r\n")
+    assert c.readline().startswith(b"+OK")
+    c.close()
 
 
 def lmtp_deliver_one(d, user, m=b"Subject: x\r\n\r\nbody\r\n"):
@@ -101,34 +99,34 @@ def lmtp_deliver_one(d, user, m=b"Subject: x\r\n\r\nbody\r\n"):
 
 
 def test_pop3_one_mib_line(daemon):
-    s, f = pop3_raw(daemon)
-    s.sendall(b"USER " + b"A" * (1 << 20) + b"\r\n")
-    line = f.readline(DRAIN_LIMIT)
+    c = pop3_raw(daemon)
+    c.send(b"USER " + b"A" * (1 << 20) + b"\r\n")
+    line = c.readline(DRAIN_LIMIT)
     if line:
         assert line.startswith(b"-ERR"), line[:100]
         # Either the session goes on (then CAPA works) or it is closed.
         try:
-            s.sendall(b"CAPA\r\n")
-            line = f.readline()
+            c.send(b"CAPA\r\n")
+            line = c.readline()
         except OSError:
             line = b""
         assert line == b"" or line.startswith(b"+OK"), line
-    s.close()
+    c.close()
     still_serves(daemon)
 
 
 def test_pop3_binary_junk(daemon):
     rnd = random.Random(1)
     junk = rnd.randbytes(256 << 10)
-    s, f = pop3_raw(daemon)
+    c = pop3_raw(daemon)
     try:
-        s.sendall(junk + b"\r\nCAPA\r\n")
+        c.send(junk + b"\r\nCAPA\r\n")
     except OSError:
         pass                      # closed on us mid-way: allowed
-    lines, eof = read_lines_until(s, lambda l: l.startswith(b"+OK"))
+    lines, eof = read_lines_until(c.readline, lambda l: l.startswith(b"+OK"))
     junk_answers = lines[:-1] if not eof else lines
     assert all(l.startswith(b"-ERR") for l in junk_answers), [l[:60] for l in junk_answers[:5]]
-    s.close()
+    c.close()
     still_serves(daemon)
 
 
@@ -202,7 +200,7 @@ def test_lmtp_binary_junk(daemon):
         s.sendall(junk + b"\r\nNOOP\r\n")
     except OSError:
         pass
-    lines, eof = read_lines_until(s, lambda l: l.startswith(b"250"))
+    lines, eof = read_lines_until(r.line, lambda l: l.startswith(b"250"))
     junk_answers = lines[:-1] if not eof else lines
     assert all(l[:1] in (b"4", b"5") for l in junk_answers), [l[:60] for l in junk_answers[:5]]
     s.close()
@@ -265,95 +263,99 @@ def test_client_that_never_reads_does_not_grow_memory(daemon):
     still_serves(daemon)
 
 
-def refused_or_greeting(d, source, proto="pop3"):
-    """Connect from SOURCE; return (socket, first line)."""
-    port = d.pop3_port if proto == "pop3" else d.lmtp_port
-    s = d.raw(port, source=source)
-    f = s.makefile("rb")
-    return s, f, f.readline()
+def connect_from(d, source, proto="pop3"):
+    """Connect from SOURCE; return (Conn, its first line)."""
+    c = d.conn(d.pop3_port if proto == "pop3" else d.lmtp_port, source=source)
+    return c, c.readline()
 
 
 def open_accepted(d, source, n, proto="pop3"):
-    """Open N connections from SOURCE that all got a greeting.  Connections
-    the harness's readiness probes made may not be closed in the daemon's
-    eyes yet, so a refusal here is retried a bounded number of times."""
+    """Open N connections from SOURCE that all got a greeting.  The daemon
+    may not have seen the close of a connection made just before (the
+    harness's readiness probes, a refused one) yet, so a refusal here is
+    retried a bounded number of times."""
     ok = b"+OK" if proto == "pop3" else b"220"
     conns = []
     for _ in range(n):
         for attempt in range(50):
-            s, f, line = refused_or_greeting(d, source, proto)
+            c, line = connect_from(d, source, proto)
             if line.startswith(ok):
-                conns.append((s, f))
+                conns.append(c)
                 break
-            s.close()
+            c.close()
             time.sleep(0.1)
         else:
             raise AssertionError("connection %d from %s refused: %r" % (len(conns) + 1, source, line))
     return conns
 
 
+def still_works(c):
+    c.send(b"CAPA\r\n")
+    assert c.readline().startswith(b"+OK")
+    for _ in range(100):
+        if c.readline() in (b".\r\n", b""):
+            break
+
+
 def test_max_per_address(daemon_factory):
     d = daemon_factory(limits={"max_per_address": 4})
     conns = open_accepted(d, "127.0.0.1", 4)
-    s, f, line = refused_or_greeting(d, "127.0.0.1")
+    c, line = connect_from(d, "127.0.0.1")
     assert line.startswith(b"-ERR"), line
-    assert f.readline() == b""                        # and then closed
-    s.close()
+    assert c.readline() == b""                        # and then closed
+    c.close()
     # LMTP counts against the same address, and its refusal is a 4xx reply.
-    s, f, line = refused_or_greeting(d, "127.0.0.1", "lmtp")
+    c, line = connect_from(d, "127.0.0.1", "lmtp")
     assert line[:1] == b"4", line
-    s.close()
+    c.close()
     # Another address (still loopback) is not limited by 127.0.0.1's count.
     other = open_accepted(d, "127.0.0.2", 1)
     # The earlier connections still work.
-    for s, f in conns:
-        s.sendall(b"CAPA\r\n")
-        assert f.readline().startswith(b"+OK")
-        for _ in range(100):
-            if f.readline() == b".\r\n":
-                break
+    for c in conns:
+        still_works(c)
     # Closing one frees a place.
-    s, f = conns.pop()
-    s.sendall(b"QUIT\r\n")
-    assert f.readline().startswith(b"+OK")
-    s.close()
+    c = conns.pop()
+    c.send(b"QUIT\r\n")
+    assert c.readline().startswith(b"+OK")
+    c.close()
     conns += open_accepted(d, "127.0.0.1", 1)
-    for s, f in conns + other:
-        s.close()
+    for c in conns + other:
+        still_works(c)
+        c.close()
 
 
 def test_max_connections(daemon_factory):
     d = daemon_factory(limits={"max_connections": 3, "max_per_address": 100})
     conns = open_accepted(d, "127.0.0.1", 2) + open_accepted(d, "127.0.0.3", 1)
-    s, f, line = refused_or_greeting(d, "127.0.0.4")
+    c, line = connect_from(d, "127.0.0.4")
     assert line.startswith(b"-ERR"), line
-    s.close()
-    for s, f in conns:
-        s.sendall(b"QUIT\r\n")
-        assert f.readline().startswith(b"+OK")
-        s.close()
-    again = open_accepted(d, "127.0.0.4", 1)
-    for s, f in again:
-        s.close()
+    c.close()
+    for c in conns:
+        still_works(c)
+        c.send(b"QUIT\r\n")
+        assert c.readline().startswith(b"+OK")
+        c.close()
+    for c in open_accepted(d, "127.0.0.4", 3):
+        still_works(c)
+        c.close()
 
 
 def test_preauth_timeout_closes_idle_connection(daemon_factory):
     d = daemon_factory(limits={"preauth_timeout": 2})
-    s = d.raw(d.pop3_port, timeout=60)
-    f = s.makefile("rb")
-    assert f.readline().startswith(b"+OK")
+    c = d.conn(d.pop3_port, timeout=60)
+    assert c.readline().startswith(b"+OK")
     # Say nothing.  The daemon must close the connection (perhaps after a
     # farewell line); the socket timeout bounds the wait.
     rest = []
     for _ in range(5):
-        line = f.readline()
+        line = c.readline()
         if line == b"":
             break
         rest.append(line)
     else:
         pytest.fail("connection still open, got %r" % rest)
     assert all(l.startswith(b"-ERR") for l in rest), rest
-    s.close()
+    c.close()
     # A connection that logs in in time is not affected.
     p = d.pop3("alice", "alice-pw")
     assert p.stat() == (0, 0)

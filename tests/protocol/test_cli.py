@@ -4,6 +4,7 @@ The command line: `onebox user add|del|passwd|list`, `onebox check`, and
 as FILE:LINE: message with the line of the offending setting.
 """
 
+import os
 import poplib
 import re
 import shutil
@@ -163,6 +164,8 @@ BAD = [
     ("bad_log_level", 16, 'log_level = "loud";'),
     ("missing_certificate_file", 3, 'tls = { certificate = "missing.pem"; key = "key.pem"; };'),
     ("missing_key_file", 3, 'tls = { certificate = "cert.pem"; key = "missing-key.pem"; };'),
+    ("duplicate_listener", 6, '  { protocol = "pop3s"; address = "127.0.0.1"; port = @P1@; },'),
+    ("lmtp_socket_on_pop3", 8, '  { protocol = "pop3"; path = "lmtp.sock"; }'),
     ("syntax_error", 10, 'auth = { allow_plaintext = ; };'),
     ("syntax_error_missing_brace", 11, 'pop3 = { delete_mode = "flag"; ;'),
 ]
@@ -190,6 +193,16 @@ def test_bad_config_is_refused_with_file_and_line(onebox_bin, confdir, name, lin
     assert not sanitizer_findings(serr), serr
     assert s.returncode != 0, serr
     assert re.search(r"%s:%d: \S" % (re.escape(conf), line), serr), serr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the user is checked only when run as root")
+def test_check_unknown_user_to_become(onebox_bin, confdir):
+    lines = list(GOOD_LINES)
+    lines[0] = 'user = "no-such-user-onebox";'
+    conf = write_conf(confdir, lines)
+    r = run_onebox("check", "-c", conf)
+    assert r.returncode == 1
+    assert re.search(r"%s:1: \S" % re.escape(conf), r.stderr.decode(errors="replace")), r.stderr
 
 
 def test_check_missing_file(onebox_bin, confdir):

@@ -5,11 +5,16 @@ pipelining, the unix socket, and delivery to several users at once.
 What was stored is always read back over POP3.
 """
 
+import random
+import re
 import smtplib
+import socket
+import threading
+import time
 
 import pytest
 
-from conftest import Replies, lmtp_send, lmtp_stored
+from conftest import Replies, crlf, lmtp_send, lmtp_stored, retr_bytes, uidl_map
 
 
 def msg(subject, body=b"hello\r\n"):
@@ -311,3 +316,80 @@ def test_malformed_rcpt_is_5xx(daemon, rcpt):
     assert 500 <= code < 600, code
     assert c.noop()[0] == 250
     c.quit()
+
+
+def send_in_pieces(s, data, rnd, cuts=()):
+    """Send DATA in small writes (1 to 7 octets, and cut at each offset in
+    CUTS) with Nagle off and a pause, so the daemon reads it in pieces."""
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    points = sorted(set(cuts) | set(range(0, len(data), 1 + rnd.randrange(7))))
+    points = [p for p in points if 0 < p < len(data)] + [len(data)]
+    start = 0
+    for p in points:
+        s.sendall(data[start:p])
+        start = p
+        time.sleep(0.001)
+
+
+def test_data_split_across_reads(daemon):
+    """Line ends, dot-stuffing and the final dot split over several reads:
+    a CR at the end of one read and its LF at the start of the next is one
+    CRLF, not two line ends."""
+    rnd = random.Random(9)
+    body = (b"Subject: split\r\n\r\n.dot first\r\n..\r\nline\r\n.\r\n"
+            b"bare\nLF and bare\rCR\r\n" + b"x" * 300 + b"\r\nlast\r\n")
+    wire = re.sub(rb"(?m)^\.", b"..", body)       # what a client sends (body has no bare LF before a dot)
+    s = daemon.raw(daemon.lmtp_port)
+    r = Replies(s)
+    assert r.reply()[0] == 220
+    send_in_pieces(s, b"LHLO split.example\r\nMAIL FROM:<s@example.org>\r\n"
+                      b"RCPT TO:<alice@example.com>\r\nDATA\r\n", rnd,
+                   cuts=[17, 18, 19])
+    assert [r.reply()[0] for _ in range(4)] == [250, 250, 250, 354]
+    payload = wire + b".\r\n"
+    cr_positions = [i + 1 for i in range(len(payload)) if payload[i:i + 1] == b"\r"]
+    send_in_pieces(s, payload, rnd, cuts=cr_positions)
+    assert r.reply()[0] == 250
+    s.sendall(b"QUIT\r\n")
+    assert r.reply()[0] == 221
+    s.close()
+    assert daemon.messages("alice") == [crlf(body)]
+
+
+def test_concurrent_deliveries_get_distinct_uids(daemon):
+    """Five connections deliver 100 messages each at once: 500 messages,
+    UIDs 1..500 without gaps or repeats, each stored exactly as sent."""
+    sent = {}
+    errors = []
+
+    def stream(n):
+        try:
+            c = daemon.lmtp()
+            for i in range(100):
+                m = b"X-Id: %d-%d\r\nSubject: concurrent\r\n\r\n" % (n, i) + b"body %d\r\n" % i * (i % 7)
+                _, _, data = lmtp_send(c, "s@example.org", ["bob@example.com"], m)
+                assert data["bob@example.com"][0] == 250, data
+                sent[b"%d-%d" % (n, i)] = lmtp_stored(m)
+            c.quit()
+        except Exception as e:   # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=stream, args=(n,)) for n in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(240)
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads)
+    p = daemon.pop3("bob", "bob-pw")
+    uidls = uidl_map(p)
+    assert len(uidls) == 500
+    uv = int(uidls[1][8:], 16)
+    assert sorted(uidls.values()) == ["%08X%08X" % (u, uv) for u in range(1, 501)]
+    seen = set()
+    for i in range(1, 501):
+        m = retr_bytes(p, i)
+        key = re.match(rb"X-Id: (\d+-\d+)\r\n", m).group(1)
+        assert m == sent[key] and key not in seen
+        seen.add(key)
+    p.quit()

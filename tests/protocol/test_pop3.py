@@ -9,12 +9,11 @@ import pathlib
 import poplib
 import re
 import socket
-import ssl
 import time
 
 import pytest
 
-from conftest import (HAVE_IPV6, Replies, crlf, list_map, lmtp_send, lmtp_stored, make_body,
+from conftest import (HAVE_IPV6, crlf, list_map, lmtp_send, lmtp_stored, make_body,
                       retr_bytes, uidl_map)
 
 CORPUS = pathlib.Path(__file__).parent / "corpus"
@@ -111,20 +110,19 @@ def test_retr_wire_format_is_dot_stuffed(daemon):
     the response ends with CRLF.CRLF.  Read off the wire, not via poplib."""
     m = msg("wire", b".\r\n.x\r\n..y\r\nz.\r\n")
     stored = lmtp_deliver(daemon, "alice", [m])[0]
-    s = daemon.raw(daemon.pop3_port)
-    f = s.makefile("rb")
-    assert f.readline().startswith(b"+OK")
-    s.sendall(b"USER alice\r\nPASS alice-pw\r\nRETR 1\r\n")
-    assert f.readline().startswith(b"+OK")
-    assert f.readline().startswith(b"+OK")
-    first = f.readline()
+    c = daemon.conn(daemon.pop3_port)
+    assert c.readline().startswith(b"+OK")
+    c.send(b"USER alice\r\nPASS alice-pw\r\nRETR 1\r\n")
+    assert c.readline().startswith(b"+OK")
+    assert c.readline().startswith(b"+OK")
+    first = c.readline()
     assert first.startswith(b"+OK"), first
     want = re.sub(rb"(?m)^\.", b"..", stored) + b".\r\n"
-    got = f.read(len(want))
+    got = c.read(len(want))
     assert got == want
-    s.sendall(b"QUIT\r\n")
-    assert f.readline().startswith(b"+OK")
-    s.close()
+    c.send(b"QUIT\r\n")
+    assert c.readline().startswith(b"+OK")
+    c.close()
 
 
 def test_stat_list_uidl_top(daemon):
@@ -477,6 +475,7 @@ def test_stls_discards_pipelined_cleartext(daemon):
     assert b"USER" in caps and b"STLS" not in caps, caps
     t.sendall(b"QUIT\r\n")
     assert tf.readline().startswith(b"+OK")
+    tf.close()
     t.close()
 
 
@@ -490,10 +489,10 @@ def test_stls_when_already_tls(daemon):
 
 def test_pipelined_session(daemon):
     want = lmtp_deliver(daemon, "alice", [msg("m1"), msg("m2")])
-    s = daemon.raw(daemon.pop3_port)
-    f = s.makefile("rb")
+    c = daemon.conn(daemon.pop3_port)
+    f = c                         # read by lines
     assert f.readline().startswith(b"+OK")
-    s.sendall(b"USER alice\r\nPASS alice-pw\r\nSTAT\r\nUIDL 2\r\nLIST\r\nNOOP\r\nQUIT\r\n")
+    c.send(b"USER alice\r\nPASS alice-pw\r\nSTAT\r\nUIDL 2\r\nLIST\r\nNOOP\r\nQUIT\r\n")
     assert f.readline().startswith(b"+OK")
     assert f.readline().startswith(b"+OK")
     assert f.readline().rstrip() == b"+OK 2 %d" % sum(map(len, want))
@@ -505,7 +504,7 @@ def test_pipelined_session(daemon):
     assert f.readline().startswith(b"+OK")
     assert f.readline().startswith(b"+OK")
     assert f.readline() == b""                  # closed after QUIT
-    s.close()
+    c.close()
 
 
 def test_deliver_cli_while_running(daemon):
@@ -546,3 +545,40 @@ def test_quit_before_login_and_unknown_command(daemon):
     with pytest.raises(poplib.error_proto, match="-ERR"):
         p._shortcmd("XYZZY")
     assert p.quit().startswith(b"+OK")
+
+
+def test_commands_split_across_reads(daemon):
+    """A command arriving a few octets at a time, CR and LF in different
+    reads, is one command."""
+    want = lmtp_deliver(daemon, "alice", [msg("split")])
+    c = daemon.conn(daemon.pop3_port)
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    assert c.readline().startswith(b"+OK")
+    for piece in (b"US", b"ER al", b"ice\r", b"\nPASS alice-pw\r", b"\n", b"RE", b"TR 1\r", b"\n"):
+        c.send(piece)
+        time.sleep(0.02)
+    assert c.readline().startswith(b"+OK")
+    assert c.readline().startswith(b"+OK")
+    assert c.readline().startswith(b"+OK")
+    assert c.read(len(want[0]) + 3) == want[0] + b".\r\n"
+    c.send(b"NOOP\r\n")
+    assert c.readline().startswith(b"+OK")   # no empty command was seen in between
+    c.send(b"QUIT\r\n")
+    assert c.readline().startswith(b"+OK")
+    c.close()
+
+
+def test_two_sessions_delete_the_same_message(daemon):
+    want = lmtp_deliver(daemon, "alice", [msg("m%d" % i) for i in range(1, 4)])
+    a = daemon.pop3("alice", "alice-pw")
+    b = daemon.pop3("alice", "alice-pw")
+    uidls = uidl_map(a)
+    assert a.dele(2).startswith(b"+OK")
+    assert b.dele(2).startswith(b"+OK")
+    assert b.dele(3).startswith(b"+OK")
+    assert a.quit().startswith(b"+OK")
+    assert b.quit().startswith(b"+OK")
+    p = daemon.pop3("alice", "alice-pw")
+    assert uidl_map(p) == {1: uidls[1]}
+    assert retr_bytes(p, 1) == want[0]
+    p.quit()
