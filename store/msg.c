@@ -3,9 +3,12 @@
  * `onebox deliver`).  Bytes are normalised to CRLF line ends as they are
  * appended, and the SHA-256 (the body's key in the store), the line count
  * and the header size are computed on the way, so the writer never re-reads
- * the bytes.  A message is reference counted with atomics: the loop thread
- * and the writer thread (which holds a reference while applying a request)
- * may drop theirs in either order.
+ * the bytes.  Finishing a message also parses its MIME structure once,
+ * here in the receiving thread (DESIGN section 3, "Metadata at ingest"),
+ * and keeps it serialised: the writer only copies the blob.  A message is
+ * reference counted with atomics: the loop thread and the writer thread
+ * (which holds a reference while applying a request) may drop theirs in
+ * either order.
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -14,6 +17,7 @@
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 
+#include "store/mime.h"
 #include "store/store.h"
 #include "store/store_int.h"
 
@@ -31,6 +35,8 @@ struct store_msg {
 	uint64_t lines;
 	uint64_t header_size;
 	uint8_t id[32];
+	unsigned char *mime;    /* mime_serialize() of the bytes; NULL if none */
+	size_t mime_len;
 };
 
 store_msg *store_msg_new(void)
@@ -119,6 +125,23 @@ void store_msg_append(store_msg *m, const char *p, size_t len)
 		m->failed = true;
 }
 
+/* Parse and serialise the MIME structure.  A failure (out of memory) only
+ * leaves the message without a blob: readers then parse the body
+ * themselves, as for bodies stored before blobs existed. */
+static void msg_parse_mime(store_msg *m)
+{
+	if (m->len > UINT32_MAX)
+		return;         /* too large to be stored at all */
+	mime_tree *tree = mime_parse(store_msg_data(m), m->len);
+	if (!tree)
+		return;
+	if (mime_serialize(tree, &m->mime, &m->mime_len) != 0) {
+		m->mime = NULL;
+		m->mime_len = 0;
+	}
+	mime_free(tree);
+}
+
 size_t store_msg_finish(store_msg *m)
 {
 	if (!m)
@@ -146,6 +169,7 @@ size_t store_msg_finish(store_msg *m)
 		m->lines++;     /* a last line without its CRLF still counts */
 	if (!m->header_found)
 		m->header_size = m->len;
+	msg_parse_mime(m);
 out:
 	if (m->hash_live) {
 		gnutls_hash_deinit(m->hash, m->id);
@@ -178,6 +202,7 @@ void store_msg_unref(store_msg *m)
 		uint8_t scratch[32];
 		gnutls_hash_deinit(m->hash, scratch);
 	}
+	free(m->mime);
 	free(m->buf);
 	free(m);
 }
@@ -191,5 +216,7 @@ bool store_msg_info_get(const store_msg *m, struct store_msg_info *out)
 	out->lines = m->lines;
 	out->header_size = m->header_size;
 	memcpy(out->id, m->id, sizeof out->id);
+	out->mime = m->mime;
+	out->mime_len = m->mime ? m->mime_len : 0;
 	return true;
 }

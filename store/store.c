@@ -7,7 +7,8 @@
  * commit of queued requests, map growth on MDB_MAP_FULL), the hand-back of
  * finished requests to the libuv loop, and the change notifications
  * (watches, plus a timer that notices commits made by other processes).
- * Message reception (CRLF normalisation, hashing) lives in msg.c.
+ * Message reception (CRLF normalisation, hashing, the MIME parse at
+ * ingest) lives in msg.c.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -35,6 +36,9 @@
 #define WATCH_POLL_MS 200               /* other-process commit detection */
 #define PURGE_BATCH 64                  /* expunged records dropped per commit */
 #define REC_VERSION 1
+#define KEYWORDS_MAX 64                 /* per-mailbox keyword table entries */
+#define KEYWORD_MAX_LEN 255             /* octets of one keyword name */
+#define SYSTEM_FLAGS 0x1fu              /* the STORE_F_* bits */
 
 /* ------------------------------------------------------------ the store */
 
@@ -50,7 +54,11 @@ struct store_watch {
 struct store {
 	MDB_env *env;
 	MDB_dbi db_meta, db_users, db_user_ids, db_names, db_mailboxes,
-	        db_messages, db_changes, db_bodies, db_body_info, db_expunged;
+	        db_messages, db_changes, db_bodies, db_body_info, db_expunged,
+	        db_keywords, db_body_mime;
+	/* keywords and body_mime came after format 1's first release: a
+	 * read-only open of a store older than them runs without them. */
+	bool have_late_dbs;
 	struct store_options opt;
 	/* Read txns (and the writer's txn) hold this shared; a map resize holds
 	 * it exclusive, because mdb_env_set_mapsize needs no live txn. */
@@ -91,7 +99,7 @@ struct store_txn {
 enum op_kind {
 	OP_USER_ADD, OP_USER_DEL, OP_USER_PASSWD, OP_USER_QUOTA, OP_DELIVER,
 	OP_FLAGS, OP_EXPUNGE, OP_MOVE, OP_COPY, OP_MBOX_CREATE, OP_MBOX_DELETE,
-	OP_MBOX_RENAME, OP_MBOX_SUBSCRIBE,
+	OP_MBOX_RENAME, OP_MBOX_SUBSCRIBE, OP_APPEND, OP_SET_FLAGS,
 };
 
 struct store_op {
@@ -103,6 +111,10 @@ struct store_op {
 	uint32_t add, remove;   /* flags; add also: deliver flags, subscribe */
 	uint64_t n1, n2;        /* quota */
 	int64_t date;
+	enum store_flag_mode mode;      /* set_flags */
+	char **kw;              /* append, set_flags: keyword names (copies) */
+	size_t nkw;
+	bool invalid;           /* built from bad arguments: STORE_INVALID */
 };
 
 struct store_req {
@@ -410,6 +422,26 @@ static void message_encode(const struct store_message *m, uint8_t buf[MSG_REC_SI
 
 /* body_info: body id -> {refcount, size, lines, header_size}. */
 #define BODY_INFO_SIZE 16
+
+/* keywords: mailbox id -> the mailbox's keyword table, u8 version, u8
+ * count, then COUNT strings; string i is keyword bit i.  Entries are only
+ * ever added, so the bits of stored messages keep their meaning. */
+static int keywords_decode(const MDB_val *v, const char *names[KEYWORDS_MAX],
+                           size_t lens[KEYWORDS_MAX], size_t *n)
+{
+	struct dec d = dec_of(v);
+	if (dec_u8(&d) != REC_VERSION)
+		return STORE_CORRUPT;
+	size_t count = dec_u8(&d);
+	if (count > KEYWORDS_MAX)
+		return STORE_CORRUPT;
+	for (size_t i = 0; i < count && !d.bad; i++)
+		names[i] = dec_str(&d, &lens[i]);
+	if (d.bad)
+		return STORE_CORRUPT;
+	*n = count;
+	return STORE_OK;
+}
 
 /* ------------------------------------------------------------ key makers */
 
@@ -799,6 +831,44 @@ int store_body_get(store_txn *t, const uint8_t body_id[32], const char **data,
 	return STORE_OK;
 }
 
+int store_mailbox_keywords(store_txn *t, uint32_t mailbox_id, const char *names[64],
+                           size_t *n)
+{
+	*n = 0;
+	for (size_t i = 0; i < KEYWORDS_MAX; i++)
+		names[i] = NULL;
+	if (!t)
+		return STORE_NOTFOUND;
+	struct store_mailbox mb;
+	int st = mailbox_get_id_tx(t->txn, t->s, mailbox_id, &mb);
+	if (st || !t->s->have_late_dbs)
+		return st;
+	uint8_t k[4];
+	be32_put(k, mailbox_id);
+	MDB_val v;
+	st = tx_get(t->txn, t->s->db_keywords, k, 4, &v);
+	if (st == STORE_NOTFOUND)
+		return STORE_OK;        /* no keyword used yet */
+	if (st)
+		return st;
+	size_t lens[KEYWORDS_MAX];
+	return keywords_decode(&v, names, lens, n);
+}
+
+int store_body_mime(store_txn *t, const uint8_t body_id[32], const void **blob,
+                    size_t *len)
+{
+	if (!t || !t->s->have_late_dbs)
+		return STORE_NOTFOUND;
+	MDB_val v;
+	int st = tx_get(t->txn, t->s->db_body_mime, body_id, 32, &v);
+	if (st)
+		return st;
+	*blob = v.mv_data;
+	*len = v.mv_size;
+	return STORE_OK;
+}
+
 int store_changes_since(store_txn *t, uint32_t mailbox_id, uint64_t since,
                         int (*fn)(const struct store_change *, void *), void *arg)
 {
@@ -991,10 +1061,176 @@ static int w_change_del(struct wtx *w, uint32_t mailbox_id, uint64_t modseq)
 	return w_del(w, w->s->db_changes, k, 12);
 }
 
+/* ------------------------------------------------------ keyword tables */
+
+/* A mailbox's keyword table, copied out of the map so that later writes
+ * in the txn cannot invalidate it.  About 16 KiB: callers allocate it. */
+struct kwtab {
+	uint32_t mailbox_id;
+	size_t n;
+	bool dirty;             /* a name was added: write it back */
+	char name[KEYWORDS_MAX][KEYWORD_MAX_LEN + 1];
+};
+
+/* A keyword is an IMAP flag-keyword, an atom (RFC 3501 section 9: no SP,
+ * CTL, 8-bit octet or any of ( ) { % * " \ ]), here also capped in
+ * length: names land in every FLAGS response of the mailbox. */
+static bool keyword_ok(const char *k)
+{
+	if (!k)
+		return false;
+	size_t len = strlen(k);
+	if (len == 0 || len > KEYWORD_MAX_LEN)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)k[i];
+		if (c <= 0x20 || c >= 0x7f || strchr("(){%*\"\\]", c))
+			return false;
+	}
+	return true;
+}
+
+static bool keywords_ok(char *const *kw, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!keyword_ok(kw[i]))
+			return false;
+	return true;
+}
+
+static int kwtab_load(struct wtx *w, uint32_t mailbox_id, struct kwtab *t)
+{
+	t->mailbox_id = mailbox_id;
+	t->n = 0;
+	t->dirty = false;
+	uint8_t k[4];
+	be32_put(k, mailbox_id);
+	MDB_val v;
+	int st = w_get(w, w->s->db_keywords, k, 4, &v);
+	if (st == STORE_NOTFOUND)
+		return STORE_OK;
+	if (st)
+		return st;
+	const char *names[KEYWORDS_MAX];
+	size_t lens[KEYWORDS_MAX];
+	if ((st = keywords_decode(&v, names, lens, &t->n)) != 0)
+		return st;
+	for (size_t i = 0; i < t->n; i++) {
+		if (lens[i] > KEYWORD_MAX_LEN)
+			return STORE_CORRUPT;
+		memcpy(t->name[i], names[i], lens[i] + 1);
+	}
+	return STORE_OK;
+}
+
+/* Write T back, encoding straight into the map (MDB_RESERVE). */
+static int kwtab_save(struct wtx *w, struct kwtab *t)
+{
+	size_t size = 2;
+	for (size_t i = 0; i < t->n; i++)
+		size += 2 + strlen(t->name[i]) + 1;
+	uint8_t k[4];
+	be32_put(k, t->mailbox_id);
+	MDB_val key = val_of(k, 4), val = { size, NULL };
+	int rc = mdb_put(w->txn, w->s->db_keywords, &key, &val, MDB_RESERVE);
+	if (rc)
+		return w_fail(w, rc);
+	struct enc e = { val.mv_data, 0, size, false };
+	enc_u8(&e, REC_VERSION);
+	enc_u8(&e, (uint8_t)t->n);
+	for (size_t i = 0; i < t->n; i++)
+		enc_str(&e, t->name[i], strlen(t->name[i]));
+	if (e.over || e.len != size)
+		return STORE_INVALID;
+	t->dirty = false;
+	return STORE_OK;
+}
+
+/* The bit of keyword NAME (compared case-insensitively, RFC 3501 section
+ * 2.3.2), adding it to T if ADD.  -1: absent and not added; -2: T is full. */
+static int kwtab_bit(struct kwtab *t, const char *name, bool add)
+{
+	for (size_t i = 0; i < t->n; i++)
+		if (strcasecmp(t->name[i], name) == 0)
+			return (int)i;
+	if (!add)
+		return -1;
+	if (t->n == KEYWORDS_MAX)
+		return -2;
+	memcpy(t->name[t->n], name, strlen(name) + 1);  /* keyword_ok bounded it */
+	t->dirty = true;
+	return (int)t->n++;
+}
+
+/* The bit set of names KW[0..N-1] in T, adding new ones if ADD; a 65th
+ * distinct name is STORE_INVALID. */
+static int kwtab_bits(struct kwtab *t, char *const *kw, size_t n, bool add, uint64_t *bits)
+{
+	*bits = 0;
+	for (size_t i = 0; i < n; i++) {
+		int b = kwtab_bit(t, kw[i], add);
+		if (b == -2)
+			return STORE_INVALID;
+		if (b >= 0)
+			*bits |= (uint64_t)1 << b;
+	}
+	return STORE_OK;
+}
+
+/*
+ * Keyword bits are per mailbox: carry a message's BITS from mailbox SRC's
+ * table over to DST's, adding names DST lacks.  A name that no longer fits
+ * in DST's full table is dropped rather than failing a COPY or MOVE (RFC
+ * 3501 section 6.4.7: flags SHOULD be preserved).
+ */
+static int keywords_remap(struct wtx *w, uint32_t src, uint32_t dst, uint64_t *bits)
+{
+	if (src == dst || *bits == 0)
+		return STORE_OK;
+	struct kwtab *t = malloc(2 * sizeof *t);
+	if (!t)
+		return STORE_TEMPFAIL;
+	int st = kwtab_load(w, src, &t[0]);
+	if (!st)
+		st = kwtab_load(w, dst, &t[1]);
+	uint64_t out = 0;
+	for (size_t i = 0; !st && i < t[0].n; i++) {
+		if (!(*bits & (uint64_t)1 << i))
+			continue;
+		int b = kwtab_bit(&t[1], t[0].name[i], true);
+		if (b >= 0)
+			out |= (uint64_t)1 << b;
+	}
+	if (!st && t[1].dirty)
+		st = kwtab_save(w, &t[1]);
+	free(t);
+	if (!st)
+		*bits = out;
+	return st;
+}
+
 /* ----------------------------------------------------------- the bodies */
 
-/* Take a reference on body ID, writing the bytes only if it is new: this
- * is what makes one message to 30 recipients cost one body. */
+/* Store the MIME structure blob MI carries (parsed at ingest by msg.c; the
+ * writer only copies it) for body ID.  A body stored before blobs existed
+ * gains one when the same bytes are delivered again. */
+static int body_mime_put(struct wtx *w, const uint8_t id[32], const struct store_msg_info *mi,
+                         bool is_new)
+{
+	if (!mi || !mi->mime || mi->mime_len == 0)
+		return STORE_OK;
+	if (!is_new) {
+		MDB_val v;
+		int st = w_get(w, w->s->db_body_mime, id, 32, &v);
+		if (st != STORE_NOTFOUND)
+			return st;
+	}
+	return w_put(w, w->s->db_body_mime, id, 32, mi->mime, mi->mime_len);
+}
+
+/* Take a reference on body ID, writing the bytes (and their MIME blob)
+ * only if it is new: this is what makes one message to 30 recipients cost
+ * one body. */
 static int body_ref(struct wtx *w, const uint8_t id[32], const struct store_msg_info *mi)
 {
 	MDB_val v;
@@ -1008,6 +1244,8 @@ static int body_ref(struct wtx *w, const uint8_t id[32], const struct store_msg_
 		if (refs == UINT32_MAX)
 			return STORE_INVALID;
 		be32_put(info, refs + 1);
+		if ((st = body_mime_put(w, id, mi, false)) != 0)
+			return st;
 		return w_put(w, w->s->db_body_info, id, 32, info, BODY_INFO_SIZE);
 	}
 	if (st != STORE_NOTFOUND)
@@ -1019,6 +1257,8 @@ static int body_ref(struct wtx *w, const uint8_t id[32], const struct store_msg_
 	be32_put(info + 8, (uint32_t)mi->lines);
 	be32_put(info + 12, (uint32_t)mi->header_size);
 	st = w_put(w, w->s->db_bodies, id, 32, mi->data, mi->size);
+	if (!st)
+		st = body_mime_put(w, id, mi, true);
 	if (st)
 		return st;
 	return w_put(w, w->s->db_body_info, id, 32, info, BODY_INFO_SIZE);
@@ -1042,7 +1282,8 @@ static int body_unref(struct wtx *w, const uint8_t id[32])
 		be32_put(info, refs - 1);
 		return w_put(w, w->s->db_body_info, id, 32, info, BODY_INFO_SIZE);
 	}
-	if ((st = w_del(w, w->s->db_body_info, id, 32)) != 0)
+	if ((st = w_del(w, w->s->db_body_info, id, 32)) != 0 ||
+	    (st = w_del(w, w->s->db_body_mime, id, 32)) != 0)
 		return st;
 	return w_del(w, w->s->db_bodies, id, 32);
 }
@@ -1254,6 +1495,8 @@ static int mbox_destroy(struct wtx *w, const struct mrec *mb)
 	if ((st = w_del(w, w->s->db_names, k, kl)) != 0)
 		return st;
 	be32_put(k, mb->m.id);
+	if ((st = w_del(w, w->s->db_keywords, k, 4)) != 0)
+		return st;
 	w_touch(w, mb->m.id);
 	return w_del(w, w->s->db_mailboxes, k, 4);
 }
@@ -1399,45 +1642,118 @@ static bool quota_allows(const struct urec *u, uint64_t bytes)
 	return true;
 }
 
+/* The message of OP (deliver, append), finished and within limits. */
+static int op_msg_info(const struct store_op *op, struct store_msg_info *mi)
+{
+	if (!store_msg_info_get(op->msg, mi))
+		return STORE_TEMPFAIL;
+	return mi->size > UINT32_MAX ? STORE_INVALID : STORE_OK;
+}
+
+/* Store the message MI in MB of owner U with FLAGS and KEYWORDS (bits of
+ * MB's table): quota, the body reference, the record, the counters and
+ * the owner's usage.  Deliver and append both end here. */
+static int msg_store(struct wtx *w, struct urec *u, struct mrec *mb,
+                     const struct store_msg_info *mi, uint32_t flags, uint64_t keywords,
+                     int64_t date, struct store_result *res)
+{
+	if (!quota_allows(u, mi->size))
+		return STORE_OVERQUOTA;
+	int st = body_ref(w, mi->id, mi);
+	if (st)
+		return st;
+	struct store_message m;
+	memset(&m, 0, sizeof m);
+	m.flags = flags & SYSTEM_FLAGS;
+	m.keywords = keywords;
+	m.internal_date = date ? date : w->now;
+	m.save_date = w->now;
+	m.size = (uint32_t)mi->size;
+	m.lines = mi->lines > UINT32_MAX ? UINT32_MAX : (uint32_t)mi->lines;
+	m.header_size = (uint32_t)mi->header_size;
+	memcpy(m.body_id, mi->id, 32);
+	if ((st = msg_insert(w, mb, &m)) != 0)
+		return st;
+	u->u.used_bytes += m.size;
+	u->u.used_messages++;
+	if ((st = w_user_put(w, u)) != 0)
+		return st;
+	res->mailbox_id = mb->m.id;
+	res->uid = m.uid;
+	res->uidvalidity = mb->m.uidvalidity;
+	return STORE_OK;
+}
+
 static int op_deliver(struct wtx *w, const struct store_op *op, struct store_result *res)
 {
 	struct store_msg_info mi;
-	if (!store_msg_info_get(op->msg, &mi))
-		return STORE_TEMPFAIL;
-	if (mi.size > UINT32_MAX)
-		return STORE_INVALID;
+	int st = op_msg_info(op, &mi);
+	if (st)
+		return st;
 	struct urec u;
 	if (!name_ok(op->user))
 		return STORE_NOTFOUND;
-	int st = w_user_get(w, op->user, &u);
-	if (st)
+	if ((st = w_user_get(w, op->user, &u)) != 0)
 		return st;
 	struct mrec mb;
 	if ((st = w_mbox_by_name(w, u.u.id, op->str ? op->str : "INBOX", &mb)) != 0)
 		return st;
-	if (!quota_allows(&u, mi.size))
-		return STORE_OVERQUOTA;
-	if ((st = body_ref(w, mi.id, &mi)) != 0)
+	return msg_store(w, &u, &mb, &mi, op->add, 0, op->date, res);
+}
+
+/* APPEND (RFC 3501 section 6.3.11): deliver by mailbox id, with keywords. */
+static int op_append(struct wtx *w, const struct store_op *op, struct store_result *res)
+{
+	struct store_msg_info mi;
+	int st = op_msg_info(op, &mi);
+	if (st)
 		return st;
-	struct store_message m;
-	memset(&m, 0, sizeof m);
-	m.flags = op->add & 0x1f;
-	m.internal_date = op->date ? op->date : w->now;
-	m.save_date = w->now;
-	m.size = (uint32_t)mi.size;
-	m.lines = mi.lines > UINT32_MAX ? UINT32_MAX : (uint32_t)mi.lines;
-	m.header_size = (uint32_t)mi.header_size;
-	memcpy(m.body_id, mi.id, 32);
-	if ((st = msg_insert(w, &mb, &m)) != 0)
+	if (op->invalid || !keywords_ok(op->kw, op->nkw))
+		return STORE_INVALID;
+	struct mrec mb;
+	if ((st = w_mbox_get(w, op->mailbox_id, &mb)) != 0)
 		return st;
-	u.u.used_bytes += m.size;
-	u.u.used_messages++;
-	if ((st = w_user_put(w, &u)) != 0)
+	struct urec u;
+	if ((st = w_user_by_id(w, mb.m.user_id, &u)) != 0)
 		return st;
-	res->mailbox_id = mb.m.id;
-	res->uid = m.uid;
-	res->uidvalidity = mb.m.uidvalidity;
-	return STORE_OK;
+	uint64_t kw = 0;
+	if (op->nkw) {
+		struct kwtab *t = malloc(sizeof *t);
+		if (!t)
+			return STORE_TEMPFAIL;
+		st = kwtab_load(w, mb.m.id, t);
+		if (!st)
+			st = kwtab_bits(t, op->kw, op->nkw, true, &kw);
+		if (!st && t->dirty)
+			st = kwtab_save(w, t);
+		free(t);
+		if (st)
+			return st;
+	}
+	return msg_store(w, &u, &mb, &mi, op->add, kw, op->date, res);
+}
+
+/* Give message M of MB the flags NF and keywords NK if they differ: a new
+ * modseq, its change-feed entry moved, the counters kept.  Nothing that
+ * changes nothing bumps a modseq (RFC 7162 section 3.2). */
+static int msg_flags_set(struct wtx *w, struct mrec *mb, struct store_message *m,
+                         uint32_t nf, uint64_t nk)
+{
+	if (nf == m->flags && nk == m->keywords)
+		return STORE_OK;
+	counters_add(mb, m, -1);
+	int st = w_change_del(w, mb->m.id, m->modseq);
+	if (st)
+		return st;
+	m->flags = nf;
+	m->keywords = nk;
+	m->modseq = ++mb->m.highestmodseq;
+	counters_add(mb, m, 1);
+	if ((st = w_msg_put(w, mb->m.id, m)) != 0 ||
+	    (st = w_change_put(w, mb->m.id, m->modseq, m->uid, STORE_CHANGE_FLAGS)) != 0)
+		return st;
+	w_touch(w, mb->m.id);
+	return w_mbox_put(w, mb);
 }
 
 static int op_flags(struct wtx *w, const struct store_op *op)
@@ -1452,20 +1768,73 @@ static int op_flags(struct wtx *w, const struct store_op *op)
 		return STORE_OK;        /* expunged meanwhile: skipped */
 	if (st)
 		return st;
-	uint32_t nf = (m.flags | (op->add & 0x1f)) & ~op->remove;
-	if (nf == m.flags)
-		return STORE_OK;        /* nothing changes, no modseq (RFC 7162 3.2) */
-	counters_add(&mb, &m, -1);
-	if ((st = w_change_del(w, mb.m.id, m.modseq)) != 0)
+	uint32_t nf = (m.flags | (op->add & SYSTEM_FLAGS)) & ~op->remove;
+	return msg_flags_set(w, &mb, &m, nf, m.keywords);
+}
+
+/* STORE (RFC 3501 section 6.4.6) over system flags and keywords.  Names
+ * are resolved in the mailbox's table; ADD and REPLACE add new ones. */
+static int set_flags_in(struct wtx *w, const struct store_op *op, struct store_result *res,
+                        struct kwtab *t)
+{
+	struct mrec mb;
+	int st = w_mbox_get(w, op->mailbox_id, &mb);
+	if (st)
 		return st;
-	m.flags = nf;
-	m.modseq = ++mb.m.highestmodseq;
-	counters_add(&mb, &m, 1);
-	if ((st = w_msg_put(w, mb.m.id, &m)) != 0 ||
-	    (st = w_change_put(w, mb.m.id, m.modseq, m.uid, STORE_CHANGE_FLAGS)) != 0)
+	struct store_message m;
+	st = message_get_tx(w->txn, w->s, mb.m.id, op->uid, &m);
+	if (st == STORE_NOTFOUND)
+		return STORE_OK;        /* expunged meanwhile: skipped, uid 0 */
+	if (st)
 		return st;
-	w_touch(w, mb.m.id);
-	return w_mbox_put(w, &mb);
+	uint64_t kw = 0;
+	if (op->nkw) {
+		if ((st = kwtab_load(w, mb.m.id, t)) != 0 ||
+		    (st = kwtab_bits(t, op->kw, op->nkw, op->mode != STORE_FLAGS_REMOVE, &kw)) != 0)
+			return st;
+	}
+	uint32_t fl = op->add & SYSTEM_FLAGS, nf;
+	uint64_t nk;
+	switch (op->mode) {
+	case STORE_FLAGS_ADD:
+		nf = m.flags | fl;
+		nk = m.keywords | kw;
+		break;
+	case STORE_FLAGS_REMOVE:
+		nf = m.flags & ~fl;
+		nk = m.keywords & ~kw;
+		break;
+	case STORE_FLAGS_REPLACE:
+		nf = fl;
+		nk = kw;
+		break;
+	default:
+		return STORE_INVALID;
+	}
+	/* A new name always sets a bit no message had, so the table is
+	 * written only along with a real change. */
+	if (op->nkw && t->dirty && (st = kwtab_save(w, t)) != 0)
+		return st;
+	if ((st = msg_flags_set(w, &mb, &m, nf, nk)) != 0)
+		return st;
+	res->mailbox_id = mb.m.id;
+	res->uid = m.uid;
+	res->uidvalidity = mb.m.uidvalidity;
+	return STORE_OK;
+}
+
+static int op_set_flags(struct wtx *w, const struct store_op *op, struct store_result *res)
+{
+	if (op->invalid || !keywords_ok(op->kw, op->nkw) ||
+	    (op->mode != STORE_FLAGS_ADD && op->mode != STORE_FLAGS_REMOVE &&
+	     op->mode != STORE_FLAGS_REPLACE))
+		return STORE_INVALID;
+	struct kwtab *t = NULL;
+	if (op->nkw && (t = malloc(sizeof *t)) == NULL)
+		return STORE_TEMPFAIL;
+	int st = set_flags_in(w, op, res, t);
+	free(t);
+	return st;
 }
 
 static int op_expunge(struct wtx *w, const struct store_op *op)
@@ -1525,6 +1894,8 @@ static int op_move_copy(struct wtx *w, const struct store_op *op, struct store_r
 		if ((st = w_user_put(w, &u)) != 0 || (st = body_ref(w, m.body_id, NULL)) != 0)
 			return st;
 	}
+	if ((st = keywords_remap(w, src.m.id, op->dest_id, &m.keywords)) != 0)
+		return st;
 	/* Re-read: with SRC == DEST the source write above changed it. */
 	if ((st = w_mbox_get(w, op->dest_id, &dst)) != 0)
 		return st;
@@ -1628,6 +1999,8 @@ static int op_apply(struct wtx *w, const struct store_op *op, struct store_resul
 	case OP_MBOX_DELETE: return op_mbox_delete(w, op);
 	case OP_MBOX_RENAME: return op_mbox_rename(w, op);
 	case OP_MBOX_SUBSCRIBE: return op_mbox_subscribe(w, op);
+	case OP_APPEND: return op_append(w, op, res);
+	case OP_SET_FLAGS: return op_set_flags(w, op, res);
 	}
 	return STORE_INVALID;
 }
@@ -1936,6 +2309,64 @@ void store_req_mailbox_subscribe(store_req *r, uint32_t mailbox_id, bool subscri
 	op->add = subscribed ? 1 : 0;
 }
 
+/* Copy the caller's keyword names into OP.  A NULL array with NKW > 0 or a
+ * NULL name makes the operation STORE_INVALID when applied. */
+static void req_keywords(store_req *r, struct store_op *op, const char *const *kw,
+                         size_t nkw)
+{
+	if (nkw == 0)
+		return;
+	if (!kw) {
+		op->invalid = true;
+		return;
+	}
+	op->kw = calloc(nkw, sizeof *op->kw);
+	if (!op->kw) {
+		r->oom = true;
+		return;
+	}
+	op->nkw = nkw;
+	for (size_t i = 0; i < nkw; i++) {
+		if (!kw[i])
+			op->invalid = true;
+		else
+			op->kw[i] = req_strdup(r, kw[i]);
+	}
+}
+
+/* Like store_req_deliver, the message is finished here, on the caller's
+ * thread: its MIME parse happens there, not in the writer. */
+void store_req_append(store_req *r, uint32_t mailbox_id, store_msg *m, uint32_t flags,
+                      const char *const *keywords, size_t nkw, int64_t internal_date)
+{
+	struct store_op *op = req_add(r, OP_APPEND);
+	if (!op)
+		return;
+	op->mailbox_id = mailbox_id;
+	op->add = flags;
+	op->date = internal_date;
+	req_keywords(r, op, keywords, nkw);
+	if (m) {
+		store_msg_finish(m);
+		store_msg_ref(m);
+		op->msg = m;
+	}
+}
+
+void store_req_set_flags(store_req *r, uint32_t mailbox_id, uint32_t uid,
+                         enum store_flag_mode mode, uint32_t flags,
+                         const char *const *keywords, size_t nkw)
+{
+	struct store_op *op = req_add(r, OP_SET_FLAGS);
+	if (!op)
+		return;
+	op->mailbox_id = mailbox_id;
+	op->uid = uid;
+	op->mode = mode;
+	op->add = flags;
+	req_keywords(r, op, keywords, nkw);
+}
+
 size_t store_req_count(const store_req *r)
 {
 	return r ? r->n : 0;
@@ -1958,6 +2389,9 @@ void store_req_free(store_req *r)
 	for (size_t i = 0; i < r->n; i++) {
 		free(r->ops[i].user);
 		free(r->ops[i].str);
+		for (size_t j = 0; j < r->ops[i].nkw; j++)
+			free(r->ops[i].kw[j]);
+		free(r->ops[i].kw);
 		store_msg_unref(r->ops[i].msg);
 	}
 	free(r->ops);
@@ -2350,18 +2784,56 @@ static int precheck(const char *path, bool readonly, char *err, size_t errlen)
 	return st;
 }
 
+struct db_name {
+	const char *name;
+	MDB_dbi *dbi;
+};
+
+/* Create the databases a store made before them lacks (keywords,
+ * body_mime): additive, so the format string stays the same. */
+static int create_late_dbs(store *s, const struct db_name *dbs, size_t n, const char *path,
+                           char *err, size_t errlen)
+{
+	int rc;
+	for (;;) {
+		MDB_txn *txn;
+		if ((rc = txn_begin(s, 0, &txn)) != 0)
+			break;
+		for (size_t i = 0; rc == 0 && i < n; i++)
+			rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
+		if (rc)
+			mdb_txn_abort(txn);
+		else
+			rc = mdb_txn_commit(txn);
+		maplock_release(s);
+		if (rc == MDB_MAP_FULL && map_grow(s) == 0)
+			continue;
+		break;
+	}
+	if (rc) {
+		set_err(err, errlen, "%s: cannot upgrade the store: %s", path, mdb_strerror(rc));
+		return status_of(rc) ? status_of(rc) : STORE_TEMPFAIL;
+	}
+	s->have_late_dbs = true;
+	return STORE_OK;
+}
+
 /* Open (or create) the named databases and check, or write, the meta
  * record that says this is a onebox store. */
 static int open_dbs(store *s, const char *path, char *err, size_t errlen)
 {
-	struct { const char *name; MDB_dbi *dbi; } dbs[] = {
+	struct db_name dbs[] = {
 		{ "meta", &s->db_meta }, { "users", &s->db_users },
 		{ "user_ids", &s->db_user_ids }, { "mailbox_names", &s->db_names },
 		{ "mailboxes", &s->db_mailboxes }, { "messages", &s->db_messages },
 		{ "changes", &s->db_changes }, { "bodies", &s->db_bodies },
 		{ "body_info", &s->db_body_info }, { "expunged", &s->db_expunged },
+		/* Added later in format 1: created when missing (see below). */
+		{ "keywords", &s->db_keywords }, { "body_mime", &s->db_body_mime },
 	};
 	size_t ndbs = sizeof dbs / sizeof dbs[0];
+	size_t nrequired = ndbs - 2;
+	bool late_missing = false;
 	MDB_txn *txn;
 	int rc = txn_begin(s, MDB_RDONLY, &txn);
 	if (rc) {
@@ -2391,8 +2863,15 @@ static int open_dbs(store *s, const char *path, char *err, size_t errlen)
 			        "store (no meta record); refusing to touch it", path);
 			st = STORE_CORRUPT;
 		}
-		for (size_t i = 1; rc == 0 && st == STORE_OK && i < ndbs; i++)
+		for (size_t i = 1; rc == 0 && st == STORE_OK && i < nrequired; i++)
 			rc = mdb_dbi_open(txn, dbs[i].name, 0, dbs[i].dbi);
+		for (size_t i = nrequired; rc == 0 && st == STORE_OK && i < ndbs; i++) {
+			int lrc = mdb_dbi_open(txn, dbs[i].name, 0, dbs[i].dbi);
+			if (lrc == MDB_NOTFOUND)
+				late_missing = true;
+			else
+				rc = lrc;
+		}
 	}
 	if (st == STORE_OK && rc) {
 		set_err(err, errlen, "%s: %s", path, mdb_strerror(rc));
@@ -2409,8 +2888,14 @@ static int open_dbs(store *s, const char *path, char *err, size_t errlen)
 		set_err(err, errlen, "%s: %s", path, mdb_strerror(rc));
 		return status_of(rc);
 	}
-	if (!empty)
+	if (!empty && !late_missing) {
+		s->have_late_dbs = true;
 		return STORE_OK;
+	}
+	if (!empty && s->opt.readonly)
+		return STORE_OK;        /* an older store, read as it is */
+	if (!empty)
+		return create_late_dbs(s, dbs + nrequired, ndbs - nrequired, path, err, errlen);
 	if (s->opt.readonly) {
 		set_err(err, errlen, "%s: the store is empty (never initialised)", path);
 		return STORE_NOTFOUND;
@@ -2443,6 +2928,7 @@ static int open_dbs(store *s, const char *path, char *err, size_t errlen)
 		set_err(err, errlen, "%s: cannot initialise the store: %s", path, mdb_strerror(rc));
 		return status_of(rc) ? status_of(rc) : STORE_TEMPFAIL;
 	}
+	s->have_late_dbs = true;
 	return STORE_OK;
 }
 

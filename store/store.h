@@ -280,6 +280,43 @@ void store_req_mailbox_delete(store_req *r, uint32_t mailbox_id);
 void store_req_mailbox_rename(store_req *r, uint32_t mailbox_id, const char *new_name);
 void store_req_mailbox_subscribe(store_req *r, uint32_t mailbox_id, bool subscribed);
 
+/*
+ * IMAP additions.  Keywords are names (RFC 3501 flag-keyword atoms); each
+ * mailbox keeps a table of at most 64 of them, and a message's keywords are
+ * a bit set over that table.  Names are compared case-insensitively and a
+ * new one is added to the table when first set; a 65th distinct keyword
+ * makes the operation fail with STORE_INVALID.
+ */
+enum store_flag_mode { STORE_FLAGS_ADD, STORE_FLAGS_REMOVE, STORE_FLAGS_REPLACE };
+
+/* Append finished message M to MAILBOX_ID with system FLAGS, keywords
+ * KEYWORDS[0..NKW-1] and INTERNAL_DATE (0: now); the APPEND of IMAP.
+ * Counted against the owner's quota.  Takes a reference on M.  The result
+ * carries the new UID and the UIDVALIDITY. */
+void store_req_append(store_req *r, uint32_t mailbox_id, store_msg *m, uint32_t flags,
+                      const char *const *keywords, size_t nkw, int64_t internal_date);
+
+/* Change the flags of message UID of MAILBOX_ID: add, remove, or replace
+ * the system FLAGS and the keywords KEYWORDS[0..NKW-1] (STORE of IMAP).
+ * A UID that is gone is skipped (its result's uid is 0; not an error).
+ * Bumps the message's modseq only if something changed. */
+void store_req_set_flags(store_req *r, uint32_t mailbox_id, uint32_t uid,
+                         enum store_flag_mode mode, uint32_t flags,
+                         const char *const *keywords, size_t nkw);
+
+/* The keyword table of MAILBOX_ID: NAMES[i] is keyword bit i (NULL where
+ * unused), up to 64 entries; *N is one past the highest bit used.  Names
+ * point into the map, valid until the txn ends. */
+int store_mailbox_keywords(store_txn *t, uint32_t mailbox_id, const char *names[64],
+                           size_t *n);
+
+/* The MIME structure of body BODY_ID as serialised at ingest by
+ * mime_serialize() (store/mime.h), valid until the txn ends; load it with
+ * mime_load() over the body's bytes.  STORE_NOTFOUND if none was stored
+ * (the caller then parses the body itself). */
+int store_body_mime(store_txn *t, const uint8_t body_id[32], const void **blob,
+                    size_t *len);
+
 struct store_result {
 	int status;             /* STORE_* */
 	uint32_t mailbox_id;    /* deliver/move: the mailbox written to */

@@ -17,6 +17,8 @@ struct store_msg_info {
 	uint64_t lines;
 	uint64_t header_size;
 	uint8_t id[32];         /* SHA-256 of the bytes: the body's key */
+	const unsigned char *mime; /* its MIME structure (mime_serialize), */
+	size_t mime_len;           /* parsed at finish; NULL if none */
 };
 
 /* Fill *OUT for a finished message; false if M is not finished or could

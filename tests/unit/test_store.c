@@ -2,7 +2,8 @@
  * test_store.c - unit tests of store/: users, deliveries, single-instance
  * bodies, CRLF normalisation, flags and the change feed, moves, quota,
  * group commit with a failing request, persistence, refusal of foreign
- * folders, watches (in-process and from another process) and map growth.
+ * folders, watches (in-process and from another process), map growth,
+ * keywords and IMAP STORE/APPEND, and the MIME blobs stored at ingest.
  * Each test works in its own mkdtemp folder under /tmp.  Plain C: CHECK
  * counts and reports file:line; the exit status is non-zero on a failure.
  */
@@ -19,6 +20,7 @@
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 
+#include "store/mime.h"
 #include "store/store.h"
 
 static int passed, failed;
@@ -1085,6 +1087,492 @@ static void test_retention(void)
 	rmtree(dir);
 }
 
+/* ------------------------------------------------ keywords, append, MIME */
+
+/* The keyword table of MB as "a,b,c" (NULL entries as "-"). */
+static void kw_table(store *s, uint32_t mb, char *out, size_t cap, size_t *np)
+{
+	const char *names[64];
+	size_t n = 99;
+	out[0] = '\0';
+	store_txn *t = store_read_begin(s);
+	CHECK_EQ(store_mailbox_keywords(t, mb, names, &n), STORE_OK);
+	for (size_t i = 0; i < n; i++) {
+		size_t len = strlen(out);
+		snprintf(out + len, cap - len, "%s%s", i ? "," : "", names[i] ? names[i] : "-");
+	}
+	for (size_t i = n; i < 64; i++)
+		CHECK(names[i] == NULL);
+	store_read_end(t);
+	if (np)
+		*np = n;
+}
+
+/* Run R on S (opened with LOOP) and keep its results: store_req_run frees
+ * a request before it can be read. */
+struct results {
+	struct store_result res[8];
+	size_t n;
+	int status;
+};
+
+static void on_results(store_req *r, void *arg)
+{
+	struct results *out = arg;
+	out->status = store_req_status(r);
+	out->n = store_req_count(r);
+	for (size_t i = 0; i < out->n && i < 8; i++)
+		out->res[i] = *store_req_result(r, i);
+}
+
+static int run_results(store *s, uv_loop_t *loop, store_req *r, struct results *out)
+{
+	memset(out, 0, sizeof *out);
+	out->status = -1;
+	store_req_submit(s, r, on_results, out);
+	uv_run(loop, UV_RUN_DEFAULT);
+	return out->status;
+}
+
+static int set_flags(store *s, uint32_t mb, uint32_t uid, enum store_flag_mode mode,
+                     uint32_t flags, const char *const *kw, size_t nkw)
+{
+	store_req *r = store_req_new();
+	store_req_set_flags(r, mb, uid, mode, flags, kw, nkw);
+	return store_req_run(s, r);
+}
+
+static void test_keywords(void)
+{
+	char *dir = tmpdir();
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	store *s = open_loop(dir, &loop, NULL);
+	CHECK_EQ(add_user(s, "alice"), STORE_OK);
+	for (int i = 0; i < 2; i++)
+		CHECK_EQ(deliver(s, "alice", NULL, i ? "two\r\n" : "one\r\n", 0), STORE_OK);
+	struct store_mailbox in = mbox(s, "alice", "INBOX");
+	char tab[4096];
+	size_t n;
+	kw_table(s, in.id, tab, sizeof tab, &n);
+	CHECK_EQ(n, 0);
+	uint64_t hms = in.highestmodseq;
+
+	/* ADD: new names enter the table in order, original case kept. */
+	const char *k1[] = { "$Forwarded", "Work" };
+	CHECK_EQ(set_flags(s, in.id, 1, STORE_FLAGS_ADD, STORE_F_SEEN, k1, 2), STORE_OK);
+	kw_table(s, in.id, tab, sizeof tab, &n);
+	CHECK(strcmp(tab, "$Forwarded,Work") == 0);
+	struct store_message m;
+	CHECK_EQ(msg_get(s, in.id, 1, &m), STORE_OK);
+	CHECK_EQ(m.flags, STORE_F_SEEN);
+	CHECK_EQ(m.keywords, 3);
+	CHECK_EQ(m.modseq, hms + 1);
+	in = mbox(s, "alice", "INBOX");
+	CHECK_EQ(in.highestmodseq, hms + 1);
+	CHECK_EQ(in.unseen, 1);
+
+	/* Case-insensitive match: no new entry, nothing changes, no modseq. */
+	const char *k2[] = { "WORK", "$forwarded" };
+	CHECK_EQ(set_flags(s, in.id, 1, STORE_FLAGS_ADD, STORE_F_SEEN, k2, 2), STORE_OK);
+	kw_table(s, in.id, tab, sizeof tab, &n);
+	CHECK(strcmp(tab, "$Forwarded,Work") == 0);
+	CHECK_EQ(mbox(s, "alice", "INBOX").highestmodseq, hms + 1);
+	struct changes ch = changes_since(s, in.id, hms);
+	CHECK_EQ(ch.n, 1);
+	CHECK_EQ(ch.uid[0], 1);
+
+	/* REMOVE of a name never used does not grow the table. */
+	const char *k3[] = { "work", "Unknown" };
+	CHECK_EQ(set_flags(s, in.id, 1, STORE_FLAGS_REMOVE, 0, k3, 2), STORE_OK);
+	kw_table(s, in.id, tab, sizeof tab, &n);
+	CHECK(strcmp(tab, "$Forwarded,Work") == 0);
+	CHECK_EQ(msg_get(s, in.id, 1, &m), STORE_OK);
+	CHECK_EQ(m.keywords, 1);
+	CHECK_EQ(m.flags, STORE_F_SEEN);
+	CHECK_EQ(m.modseq, hms + 2);
+	ch = changes_since(s, in.id, hms);
+	CHECK_EQ(ch.n, 1);      /* one entry per message, at its latest modseq */
+	CHECK_EQ(ch.modseq[0], hms + 2);
+
+	/* REPLACE: flags and keywords become exactly those given. */
+	const char *k4[] = { "Home" };
+	CHECK_EQ(set_flags(s, in.id, 2, STORE_FLAGS_REPLACE, STORE_F_DELETED | STORE_F_SEEN,
+	                   k4, 1), STORE_OK);
+	kw_table(s, in.id, tab, sizeof tab, &n);
+	CHECK(strcmp(tab, "$Forwarded,Work,Home") == 0);
+	CHECK_EQ(msg_get(s, in.id, 2, &m), STORE_OK);
+	CHECK_EQ(m.flags, STORE_F_DELETED | STORE_F_SEEN);
+	CHECK_EQ(m.keywords, 4);
+	in = mbox(s, "alice", "INBOX");
+	CHECK_EQ(in.unseen, 0);
+	CHECK_EQ(in.deleted, 1);
+	CHECK_EQ(in.highestmodseq, hms + 3);
+	CHECK_EQ(set_flags(s, in.id, 2, STORE_FLAGS_REPLACE, STORE_F_FLAGGED, NULL, 0), STORE_OK);
+	CHECK_EQ(msg_get(s, in.id, 2, &m), STORE_OK);
+	CHECK_EQ(m.flags, STORE_F_FLAGGED);
+	CHECK_EQ(m.keywords, 0);
+	in = mbox(s, "alice", "INBOX");
+	CHECK_EQ(in.unseen, 1);
+	CHECK_EQ(in.deleted, 0);
+	CHECK_EQ(in.highestmodseq, hms + 4);
+	/* REMOVE of system flags only; a second identical one changes nothing. */
+	CHECK_EQ(set_flags(s, in.id, 1, STORE_FLAGS_REMOVE, STORE_F_SEEN, NULL, 0), STORE_OK);
+	CHECK_EQ(set_flags(s, in.id, 1, STORE_FLAGS_REMOVE, STORE_F_SEEN, NULL, 0), STORE_OK);
+	in = mbox(s, "alice", "INBOX");
+	CHECK_EQ(in.unseen, 2);
+	CHECK_EQ(in.highestmodseq, hms + 5);
+
+	/* Results: the UID when applied (changed or not), 0 for a gone UID. */
+	store_req *r = store_req_new();
+	store_req_set_flags(r, in.id, 1, STORE_FLAGS_ADD, STORE_F_ANSWERED, NULL, 0);
+	store_req_set_flags(r, in.id, 1, STORE_FLAGS_ADD, STORE_F_ANSWERED, NULL, 0);
+	store_req_set_flags(r, in.id, 77, STORE_FLAGS_ADD, STORE_F_ANSWERED, NULL, 0);
+	struct results res;
+	CHECK_EQ(run_results(s, &loop, r, &res), STORE_OK);
+	CHECK_EQ(res.n, 3);
+	CHECK_EQ(res.res[0].status, STORE_OK);
+	CHECK_EQ(res.res[0].uid, 1);
+	CHECK_EQ(res.res[0].mailbox_id, in.id);
+	CHECK_EQ(res.res[0].uidvalidity, in.uidvalidity);
+	CHECK_EQ(res.res[1].uid, 1);
+	CHECK_EQ(res.res[2].status, STORE_OK);
+	CHECK_EQ(res.res[2].uid, 0);
+	CHECK_EQ(mbox(s, "alice", "INBOX").highestmodseq, hms + 6);
+
+	/* Junk names are refused and the table is untouched. */
+	const char *bad[] = { "\\Seen", "two words", "a(b", "x]", "q\"", "w*", "p%", "c{",
+	                      "", "\x01" "ctl", "caf\xc3\xa9" };
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		CHECK_EQ(set_flags(s, in.id, 1, STORE_FLAGS_ADD, 0, &bad[i], 1), STORE_INVALID);
+		CHECK_EQ(set_flags(s, in.id, 1, STORE_FLAGS_REMOVE, 0, &bad[i], 1), STORE_INVALID);
+	}
+	char longkw[300];
+	memset(longkw, 'k', sizeof longkw - 1);
+	longkw[sizeof longkw - 1] = '\0';
+	const char *lk[] = { longkw };
+	CHECK_EQ(set_flags(s, in.id, 1, STORE_FLAGS_ADD, 0, lk, 1), STORE_INVALID);
+	const char *nullkw[] = { NULL };
+	CHECK_EQ(set_flags(s, in.id, 1, STORE_FLAGS_ADD, 0, nullkw, 1), STORE_INVALID);
+	CHECK_EQ(set_flags(s, in.id, 1, STORE_FLAGS_ADD, 0, NULL, 1), STORE_INVALID);
+	CHECK_EQ(set_flags(s, in.id, 1, (enum store_flag_mode)7, 0, NULL, 0), STORE_INVALID);
+	kw_table(s, in.id, tab, sizeof tab, &n);
+	CHECK(strcmp(tab, "$Forwarded,Work,Home") == 0);
+	CHECK_EQ(mbox(s, "alice", "INBOX").highestmodseq, hms + 6);
+
+	/* The table holds 64 names; the 65th distinct one fails its request,
+	 * which stores nothing (not the flag, not the names before it). */
+	char names[64][16];
+	const char *nv[64];
+	for (int i = 0; i < 64; i++) {
+		snprintf(names[i], sizeof names[i], "kw%d", i);
+		nv[i] = names[i];
+	}
+	CHECK_EQ(set_flags(s, in.id, 2, STORE_FLAGS_ADD, 0, nv, 61), STORE_OK);
+	kw_table(s, in.id, tab, sizeof tab, &n);
+	CHECK_EQ(n, 64);
+	CHECK_EQ(msg_get(s, in.id, 2, &m), STORE_OK);
+	CHECK(m.keywords == ~(uint64_t)7);
+	uint64_t before = mbox(s, "alice", "INBOX").highestmodseq;
+	CHECK_EQ(set_flags(s, in.id, 1, STORE_FLAGS_ADD, STORE_F_FLAGGED, nv + 61, 3),
+	         STORE_INVALID);
+	r = store_req_new();
+	store_req_set_flags(r, in.id, 1, STORE_FLAGS_ADD, STORE_F_FLAGGED, NULL, 0);
+	store_req_set_flags(r, in.id, 1, STORE_FLAGS_ADD, 0, nv + 62, 1);
+	CHECK_EQ(run_results(s, &loop, r, &res), STORE_INVALID);
+	CHECK_EQ(res.res[0].status, STORE_INVALID);
+	CHECK_EQ(res.res[1].status, STORE_INVALID);
+	kw_table(s, in.id, tab, sizeof tab, &n);
+	CHECK_EQ(n, 64);
+	CHECK_EQ(msg_get(s, in.id, 1, &m), STORE_OK);
+	CHECK_EQ(m.flags & STORE_F_FLAGGED, 0);
+	CHECK_EQ(mbox(s, "alice", "INBOX").highestmodseq, before);
+	/* Known names still work on a full table, in any case. */
+	const char *k5[] = { "KW60", "home" };
+	CHECK_EQ(set_flags(s, in.id, 1, STORE_FLAGS_REPLACE, 0, k5, 2), STORE_OK);
+	CHECK_EQ(msg_get(s, in.id, 1, &m), STORE_OK);
+	CHECK(m.keywords == ((uint64_t)1 << 63 | 4));
+
+	/* Tables are per mailbox; a mailbox that is gone has none. */
+	struct store_mailbox sent = mbox(s, "alice", "Sent");
+	kw_table(s, sent.id, tab, sizeof tab, &n);
+	CHECK_EQ(n, 0);
+	const char *names0[64];
+	store_txn *t = store_read_begin(s);
+	CHECK_EQ(store_mailbox_keywords(t, 9999, names0, &n), STORE_NOTFOUND);
+	store_read_end(t);
+	close_loop(s, &loop);
+	rmtree(dir);
+}
+
+static const char MIME1[] =
+	"From: a@example.com\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
+	"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+	"--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+	"--b\r\nContent-Type: application/pdf\r\n\r\nPDF\r\n--b--\r\n";
+
+/* Does body ID have a MIME blob, and does it load against the body into a
+ * two-part multipart/mixed whose envelope has SUBJECT?  1 yes, 0 no blob. */
+static int mime_state(store *s, const uint8_t id[32], const char *subject)
+{
+	store_txn *t = store_read_begin(s);
+	const void *blob;
+	size_t len;
+	int st = store_body_mime(t, id, &blob, &len);
+	int r = st == STORE_NOTFOUND ? 0 : st != STORE_OK ? -1 : 1;
+	if (r == 1) {
+		const char *body;
+		size_t blen;
+		CHECK_EQ(store_body_get(t, id, &body, &blen), STORE_OK);
+		mime_tree *tree = mime_load(blob, len, body, blen);
+		CHECK(tree != NULL);
+		if (tree) {
+			const struct mime_part *root = mime_root(tree);
+			const struct mime_envelope *env = mime_envelope(tree);
+			CHECK(root->subtype.p && root->subtype.len == 5 &&
+			      memcmp(root->subtype.p, "mixed", 5) == 0);
+			CHECK_EQ(root->nchildren, 2);
+			CHECK(env->subject.p && env->subject.len == strlen(subject) &&
+			      memcmp(env->subject.p, subject, env->subject.len) == 0);
+			mime_free(tree);
+		}
+	}
+	store_read_end(t);
+	return r;
+}
+
+/* Entries in the named database DB of the store in DIR (closed). */
+static size_t db_entries(const char *dir, const char *db)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_stat st = { 0 };
+	CHECK_EQ(mdb_env_create(&env), 0);
+	mdb_env_set_maxdbs(env, 16);
+	CHECK_EQ(mdb_env_open(env, dir, MDB_RDONLY, 0600), 0);
+	CHECK_EQ(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+	if (mdb_dbi_open(txn, db, 0, &dbi) == 0)
+		mdb_stat(txn, dbi, &st);
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return st.ms_entries;
+}
+
+static void test_append(void)
+{
+	char *dir = tmpdir();
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	store *s = open_loop(dir, &loop, NULL);
+	CHECK_EQ(add_user(s, "alice"), STORE_OK);
+	struct store_mailbox drafts = mbox(s, "alice", "Drafts");
+	uint64_t hms = drafts.highestmodseq;
+
+	store_msg *msg = msg_of(MIME1, strlen(MIME1));
+	const char *kw[] = { "$Draft2", "Urgent", "urgent" };
+	store_req *r = store_req_new();
+	store_req_append(r, drafts.id, msg, STORE_F_DRAFT | STORE_F_SEEN | 0x100, kw, 3,
+	                 1000000000);
+	store_req_append(r, drafts.id, msg, 0, NULL, 0, 0);
+	store_msg_unref(msg);
+	struct results res;
+	CHECK_EQ(run_results(s, &loop, r, &res), STORE_OK);
+	CHECK_EQ(res.res[0].uid, 1);
+	CHECK_EQ(res.res[0].mailbox_id, drafts.id);
+	CHECK_EQ(res.res[0].uidvalidity, drafts.uidvalidity);
+	CHECK_EQ(res.res[1].uid, 2);
+
+	struct store_message m;
+	CHECK_EQ(msg_get(s, drafts.id, 1, &m), STORE_OK);
+	CHECK_EQ(m.flags, STORE_F_DRAFT | STORE_F_SEEN);
+	CHECK_EQ(m.keywords, 3);
+	CHECK_EQ(m.internal_date, 1000000000);
+	CHECK_EQ(m.size, strlen(MIME1));
+	CHECK_EQ(m.modseq, hms + 1);
+	char tab[256];
+	size_t n;
+	kw_table(s, drafts.id, tab, sizeof tab, &n);
+	CHECK(strcmp(tab, "$Draft2,Urgent") == 0);
+	struct store_message m2;
+	CHECK_EQ(msg_get(s, drafts.id, 2, &m2), STORE_OK);
+	CHECK_EQ(m2.flags, 0);
+	CHECK_EQ(m2.keywords, 0);
+	CHECK(m2.internal_date > 1000000000);   /* 0: now */
+	drafts = mbox(s, "alice", "Drafts");
+	CHECK_EQ(drafts.messages, 2);
+	CHECK_EQ(drafts.unseen, 1);
+	CHECK_EQ(drafts.bytes, 2 * strlen(MIME1));
+	CHECK_EQ(drafts.uidnext, 3);
+	CHECK_EQ(drafts.highestmodseq, hms + 2);
+	store_txn *t = store_read_begin(s);
+	struct store_user u;
+	CHECK_EQ(store_user_get(t, "alice", &u), STORE_OK);
+	CHECK_EQ(u.used_messages, 2);
+	CHECK_EQ(u.used_bytes, 2 * strlen(MIME1));
+	store_read_end(t);
+
+	/* The MIME blob: stored at ingest, one per body however shared. */
+	CHECK(memcmp(m.body_id, m2.body_id, 32) == 0);
+	CHECK_EQ(mime_state(s, m.body_id, "parts"), 1);
+	CHECK_EQ(deliver(s, "alice", NULL, MIME1, 0), STORE_OK);
+	CHECK_EQ(deliver(s, "alice", NULL, MSG1, 0), STORE_OK);
+	struct store_mailbox in = mbox(s, "alice", "INBOX");
+	struct store_message d1, d2;
+	CHECK_EQ(msg_get(s, in.id, 1, &d1), STORE_OK);
+	CHECK_EQ(msg_get(s, in.id, 2, &d2), STORE_OK);
+	CHECK(memcmp(d1.body_id, m.body_id, 32) == 0);
+	t = store_read_begin(s);
+	const void *blob;
+	size_t blen;
+	CHECK_EQ(store_body_mime(t, d2.body_id, &blob, &blen), STORE_OK);
+	const char *body;
+	size_t bodylen;
+	CHECK_EQ(store_body_get(t, d2.body_id, &body, &bodylen), STORE_OK);
+	mime_tree *tree = mime_load(blob, blen, body, bodylen);
+	CHECK(tree != NULL);
+	if (tree) {
+		CHECK_EQ(mime_root(tree)->nchildren, 0);
+		CHECK_EQ(mime_root(tree)->body_off, strlen("From: a@example.com\r\nSubject: one\r\n\r\n"));
+		mime_free(tree);
+	}
+	store_read_end(t);
+	/* Three messages of one body and one of another: two blobs. */
+	close_loop(s, &loop);
+	CHECK_EQ(db_entries(dir, "body_mime"), 2);
+	CHECK_EQ(db_entries(dir, "bodies"), 2);
+	uv_loop_init(&loop);
+	s = open_loop(dir, &loop, NULL);
+
+	/* Failures: a gone mailbox, bad keywords, quota; none stores anything. */
+	msg = msg_of(MSG1, strlen(MSG1));
+	r = store_req_new();
+	store_req_append(r, 9999, msg, 0, NULL, 0, 0);
+	CHECK_EQ(store_req_run(s, r), STORE_NOTFOUND);
+	const char *bad[] = { "ok", "not ok" };
+	r = store_req_new();
+	store_req_append(r, in.id, msg, 0, bad, 2, 0);
+	CHECK_EQ(store_req_run(s, r), STORE_INVALID);
+	kw_table(s, in.id, tab, sizeof tab, &n);
+	CHECK_EQ(n, 0);
+	r = store_req_new();
+	store_req_user_quota(r, "alice", 0, 4);
+	CHECK_EQ(store_req_run(s, r), STORE_OK);
+	r = store_req_new();
+	store_req_append(r, in.id, msg, 0, kw, 1, 0);
+	CHECK_EQ(store_req_run(s, r), STORE_OVERQUOTA);
+	kw_table(s, in.id, tab, sizeof tab, &n);
+	CHECK_EQ(n, 0);
+	store_msg_unref(msg);
+	CHECK_EQ(mbox(s, "alice", "INBOX").messages, 2);
+
+	/* COPY and MOVE carry keywords over by name into the destination's
+	 * table; the source keeps its own. */
+	const char *k2[] = { "Urgent" };
+	CHECK_EQ(set_flags(s, in.id, 1, STORE_FLAGS_ADD, 0, k2, 1), STORE_OK);
+	r = store_req_new();
+	store_req_user_quota(r, "alice", 0, 0);
+	store_req_copy(r, drafts.id, 1, in.id);         /* $Draft2 Urgent */
+	store_req_move(r, drafts.id, 2, in.id, 0);      /* none */
+	CHECK_EQ(run_results(s, &loop, r, &res), STORE_OK);
+	kw_table(s, in.id, tab, sizeof tab, &n);
+	CHECK(strcmp(tab, "Urgent,$Draft2") == 0);
+	CHECK_EQ(msg_get(s, in.id, res.res[1].uid, &m), STORE_OK);
+	CHECK_EQ(m.keywords, 3);
+	CHECK_EQ(msg_get(s, in.id, res.res[2].uid, &m), STORE_OK);
+	CHECK_EQ(m.keywords, 0);
+	CHECK_EQ(msg_get(s, drafts.id, 1, &m), STORE_OK);
+	CHECK_EQ(m.keywords, 3);
+	/* A full destination table drops the names that do not fit. */
+	struct store_mailbox junk = mbox(s, "alice", "Junk");
+	char names[64][16];
+	const char *nv[64];
+	for (int i = 0; i < 64; i++) {
+		snprintf(names[i], sizeof names[i], i == 10 ? "URGENT" : "j%d", i);
+		nv[i] = names[i];
+	}
+	CHECK_EQ(deliver(s, "alice", "Junk", "x\r\n", 0), STORE_OK);
+	CHECK_EQ(set_flags(s, junk.id, 1, STORE_FLAGS_ADD, 0, nv, 64), STORE_OK);
+	r = store_req_new();
+	store_req_move(r, drafts.id, 1, junk.id, 0);
+	CHECK_EQ(run_results(s, &loop, r, &res), STORE_OK);
+	CHECK_EQ(msg_get(s, junk.id, res.res[0].uid, &m), STORE_OK);
+	CHECK(m.keywords == (uint64_t)1 << 10);
+	kw_table(s, junk.id, tab, sizeof tab, &n);
+	CHECK_EQ(n, 64);
+
+	/* The blob goes with the body's last reference; deleting a mailbox
+	 * drops its keyword table. */
+	uint8_t mime_id[32];
+	memcpy(mime_id, d1.body_id, 32);
+	struct store_mailbox trash = mbox(s, "alice", "Trash");
+	r = store_req_new();
+	store_req_mailbox_delete(r, junk.id);
+	store_req_mailbox_delete(r, trash.id);
+	CHECK_EQ(store_req_run(s, r), STORE_OK);
+	r = store_req_new();
+	for (uint32_t uid = 1; uid < mbox(s, "alice", "INBOX").uidnext; uid++)
+		store_req_expunge(r, in.id, uid);
+	CHECK_EQ(store_req_run(s, r), STORE_OK);
+	CHECK_EQ(mbox(s, "alice", "Drafts").messages, 0);
+	CHECK_EQ(body_state(s, mime_id, NULL), 0);
+	CHECK_EQ(mime_state(s, mime_id, "parts"), 0);
+	CHECK_EQ(mime_state(s, d2.body_id, "one"), 0);
+	close_loop(s, &loop);
+	CHECK_EQ(db_entries(dir, "body_mime"), 0);
+	CHECK_EQ(db_entries(dir, "keywords"), 2);       /* INBOX's and Drafts' */
+	rmtree(dir);
+}
+
+/* A store made before the keywords and body_mime databases: read as it is
+ * when opened read-only, upgraded when opened for writing. */
+static void test_late_dbs(void)
+{
+	char *dir = tmpdir();
+	store *s = open_sync(dir, NULL);
+	CHECK_EQ(add_user(s, "alice"), STORE_OK);
+	CHECK_EQ(deliver(s, "alice", NULL, MIME1, 0), STORE_OK);
+	uint32_t inbox = mbox(s, "alice", "INBOX").id;
+	store_close(s);
+
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	CHECK_EQ(mdb_env_create(&env), 0);
+	mdb_env_set_maxdbs(env, 16);
+	CHECK_EQ(mdb_env_open(env, dir, 0, 0600), 0);
+	CHECK_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	CHECK_EQ(mdb_dbi_open(txn, "keywords", 0, &dbi), 0);
+	CHECK_EQ(mdb_drop(txn, dbi, 1), 0);
+	CHECK_EQ(mdb_dbi_open(txn, "body_mime", 0, &dbi), 0);
+	CHECK_EQ(mdb_drop(txn, dbi, 1), 0);
+	CHECK_EQ(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+
+	struct store_options ro = { .readonly = true };
+	s = open_sync(dir, &ro);
+	struct store_message m;
+	CHECK_EQ(msg_get(s, inbox, 1, &m), STORE_OK);
+	char tab[64];
+	size_t n = 99;
+	kw_table(s, inbox, tab, sizeof tab, &n);
+	CHECK_EQ(n, 0);
+	CHECK_EQ(mime_state(s, m.body_id, "parts"), 0);
+	store_close(s);
+
+	s = open_sync(dir, NULL);
+	CHECK_EQ(mime_state(s, m.body_id, "parts"), 0);
+	/* The same bytes delivered again bring the blob the old body lacked. */
+	CHECK_EQ(deliver(s, "alice", NULL, MIME1, 0), STORE_OK);
+	CHECK_EQ(mime_state(s, m.body_id, "parts"), 1);
+	const char *kw[] = { "Later" };
+	CHECK_EQ(set_flags(s, inbox, 1, STORE_FLAGS_ADD, 0, kw, 1), STORE_OK);
+	kw_table(s, inbox, tab, sizeof tab, &n);
+	CHECK(strcmp(tab, "Later") == 0);
+	store_close(s);
+	rmtree(dir);
+}
+
 int main(void)
 {
 	test_users();
@@ -1101,6 +1589,9 @@ int main(void)
 	test_map_growth();
 	test_map_resized_elsewhere();
 	test_retention();
+	test_keywords();
+	test_append();
+	test_late_dbs();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }
