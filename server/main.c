@@ -82,6 +82,7 @@ int drop_privileges(const struct cfg *cfg)
 struct serve_state {
 	struct server srv;
 	uv_signal_t sig_term, sig_int, sig_hup;
+	uv_timer_t stop_timer;   /* waits for the last connection to go */
 };
 
 static void on_close_noop(uv_handle_t *h)
@@ -90,11 +91,25 @@ static void on_close_noop(uv_handle_t *h)
 }
 
 /*
- * Graceful stop: accept nothing new, close every connection (queued output
- * is flushed first), let the writer finish and commit what it holds (a
- * client whose commit was in flight may miss its answer and retry; nothing
- * acknowledged is lost), then let the loop run dry.
+ * Graceful stop: accept nothing new and close every connection (queued
+ * output is flushed first; conn.c bounds how long that may take).  The
+ * store is closed only once the last connection is gone, so that sessions
+ * never outlive the store they hold watches and requests on; closing it
+ * lets the writer commit what it holds (a client whose commit was in
+ * flight may miss its answer and retry; nothing acknowledged is lost).
  */
+static void on_stop_timer(uv_timer_t *h)
+{
+	struct serve_state *st = h->data;
+	struct server *srv = &st->srv;
+	if (srv->conns)
+		return;
+	uv_timer_stop(h);
+	uv_close((uv_handle_t *)h, on_close_noop);
+	store_close(srv->store);
+	srv->store = NULL;
+}
+
 static void on_stop_signal(uv_signal_t *h, int signum)
 {
 	struct serve_state *st = h->data;
@@ -105,11 +120,12 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 	log_msg(LOGL_INFO, "signal %d: stopping", signum);
 	listeners_close(srv);
 	conn_close_all(srv);
-	store_close(srv->store);
-	srv->store = NULL;
 	uv_close((uv_handle_t *)&st->sig_term, on_close_noop);
 	uv_close((uv_handle_t *)&st->sig_int, on_close_noop);
 	uv_close((uv_handle_t *)&st->sig_hup, on_close_noop);
+	uv_timer_init(srv->loop, &st->stop_timer);
+	st->stop_timer.data = st;
+	uv_timer_start(&st->stop_timer, on_stop_timer, 0, 20);
 }
 
 static void on_hup(uv_signal_t *h, int signum)
