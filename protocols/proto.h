@@ -156,5 +156,6 @@ void conn_log(conn *c, int level, const char *fmt, ...) __attribute__((format(pr
 /* The front-ends, implemented in protocols/<name>/. */
 extern const struct proto_ops lmtp_ops;
 extern const struct proto_ops pop3_ops;
+extern const struct proto_ops imap_ops;
 
 #endif

@@ -21,8 +21,7 @@
 
 #define LISTEN_BACKLOG 511
 
-/* Protocol -> front-end.  IMAP arrives with its front-end: add
- * { CFG_IMAP, &imap_ops, false } and { CFG_IMAPS, &imap_ops, true }. */
+/* Protocol -> front-end. */
 static const struct binding {
 	enum cfg_proto proto;
 	const struct proto_ops *ops;
@@ -31,6 +30,8 @@ static const struct binding {
 	{ CFG_POP3, &pop3_ops, false },
 	{ CFG_POP3S, &pop3_ops, true },
 	{ CFG_LMTP, &lmtp_ops, false },
+	{ CFG_IMAP, &imap_ops, false },
+	{ CFG_IMAPS, &imap_ops, true },
 };
 
 union stream_handle {
@@ -205,8 +206,8 @@ int listeners_bind(struct server *srv)
 			goto fail;
 	}
 	if (skipped)
-		log_msg(LOGL_WARN, "IMAP is not available in this build: %zu imap/imaps "
-		        "listener%s not started", skipped, skipped == 1 ? "" : "s");
+		log_msg(LOGL_WARN, "%zu listener%s of a protocol this build does not serve "
+		        "not started", skipped, skipped == 1 ? "" : "s");
 	if (srv->nlisteners == 0) {
 		log_msg(LOGL_ERR, "%s: no listener this build can serve", cfg->file);
 		goto fail;

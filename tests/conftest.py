@@ -13,6 +13,7 @@ the helpers below only fill the gaps those modules leave (LMTP's
 per-recipient replies after DATA, exact bytes back from RETR).
 """
 
+import imaplib
 import os
 import pathlib
 import poplib
@@ -313,16 +314,18 @@ class Daemon:
     # --- configuration
 
     def _pick_ports(self):
-        p = free_ports(3)
-        self.pop3_port, self.lmtp_port, self.pop3s_port = p
+        p = free_ports(5)
+        self.pop3_port, self.lmtp_port, self.pop3s_port, self.imap_port, self.imaps_port = p
         self.pop3_v6_port = free_ports(1, "::1")[0] if self.ipv6 else None
 
     def listen(self):
         out = [{"protocol": "pop3", "address": "127.0.0.1", "port": self.pop3_port},
                {"protocol": "lmtp", "address": "127.0.0.1", "port": self.lmtp_port},
-               {"protocol": "lmtp", "path": "lmtp.sock"}]
+               {"protocol": "lmtp", "path": "lmtp.sock"},
+               {"protocol": "imap", "address": "127.0.0.1", "port": self.imap_port}]
         if self.tls:
             out.append({"protocol": "pop3s", "address": "127.0.0.1", "port": self.pop3s_port})
+            out.append({"protocol": "imaps", "address": "127.0.0.1", "port": self.imaps_port})
         if self.ipv6:
             out.append({"protocol": "pop3", "address": "::1", "port": self.pop3_v6_port})
         return out
@@ -343,9 +346,11 @@ class Daemon:
         self.write_config()
 
     def tcp_endpoints(self):
-        out = [("127.0.0.1", self.pop3_port), ("127.0.0.1", self.lmtp_port)]
+        out = [("127.0.0.1", self.pop3_port), ("127.0.0.1", self.lmtp_port),
+               ("127.0.0.1", self.imap_port)]
         if self.tls:
             out.append(("127.0.0.1", self.pop3s_port))
+            out.append(("127.0.0.1", self.imaps_port))
         if self.ipv6:
             out.append(("::1", self.pop3_v6_port))
         return out
@@ -521,6 +526,20 @@ class Daemon:
         p = poplib.POP3("127.0.0.1", self.pop3_port, timeout=timeout)
         p.stls(self.ssl_context())
         return self._login(p, user, password)
+
+    def imap(self, user=None, password=None, timeout=CLIENT_TIMEOUT):
+        """An imaplib client on the cleartext IMAP port, logged in if USER."""
+        m = imaplib.IMAP4("127.0.0.1", self.imap_port, timeout=timeout)
+        if user is not None:
+            m.login(user, password)
+        return m
+
+    def imaps(self, user=None, password=None, timeout=CLIENT_TIMEOUT):
+        m = imaplib.IMAP4_SSL("127.0.0.1", self.imaps_port, timeout=timeout,
+                              ssl_context=self.ssl_context())
+        if user is not None:
+            m.login(user, password)
+        return m
 
     def raw(self, port, source=None, timeout=CLIENT_TIMEOUT):
         """A plain TCP socket to 127.0.0.1:PORT (optionally from SOURCE)."""

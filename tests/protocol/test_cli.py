@@ -6,13 +6,17 @@ as FILE:LINE: message with the line of the offending setting.
 
 import os
 import poplib
+import pwd
 import re
 import shutil
+import smtplib
+import ssl
 import subprocess
+import time
 
 import pytest
 
-from conftest import (ONEBOX_BIN, free_ports, lmtp_send, run_onebox, sanitizer_env,
+from conftest import (ONEBOX_BIN, REPO, free_ports, lmtp_send, run_onebox, sanitizer_env,
                       sanitizer_findings)
 
 
@@ -224,3 +228,74 @@ def test_relative_paths_resolve_against_the_config_file(onebox_bin, confdir):
     r = run_onebox("check", "-c", conf2)
     assert r.returncode == 1
     assert re.search(r"%s:3: \S" % re.escape(conf2), r.stderr.decode(errors="replace"))
+
+
+# ------------------------------------------------- the shipped configs
+
+CONFIG_DIR = REPO / "config"
+
+
+def test_production_example_config_is_valid(onebox_bin, confdir):
+    """config/onebox.conf, with its system paths moved into a test folder
+    (and the user it drops to replaced when it does not exist here)."""
+    text = (CONFIG_DIR / "onebox.conf").read_text()
+    for old, new in (("/var/lib/onebox", str(confdir / "store")),
+                     ("/etc/onebox/", str(confdir) + "/"),
+                     ("/run/onebox/", str(confdir) + "/")):
+        text = text.replace(old, new)
+    try:
+        pwd.getpwnam("onebox")
+    except KeyError:
+        text = re.sub(r'(?m)^user = "onebox";', 'user = "nobody";', text)
+    conf = confdir / "onebox.conf"
+    conf.write_text(text)
+    r = run_onebox("check", "-c", str(conf))
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+
+
+def test_demo_config_serves(onebox_bin, confdir):
+    """config/demo.conf as demo.sh uses it (a demo-data/ folder beside
+    config/ with the certificate), on free ports: check passes, and serve
+    answers POP3S and LMTP."""
+    (confdir / "config").mkdir()
+    (confdir / "demo-data").mkdir()
+    shutil.copy(confdir / "cert.pem", confdir / "demo-data" / "cert.pem")
+    shutil.copy(confdir / "key.pem", confdir / "demo-data" / "key.pem")
+    text = (CONFIG_DIR / "demo.conf").read_text()
+    ports = {}
+    for port in sorted(set(re.findall(r"port = (\d+);", text))):
+        ports[port] = free_ports(1)[0]
+        text = text.replace("port = %s;" % port, "port = %d;" % ports[port])
+    conf = confdir / "config" / "demo.conf"
+    conf.write_text(text)
+    assert run_onebox("check", "-c", str(conf)).returncode == 0
+    assert run_onebox("user", "add", "demo", "-c", str(conf), input=b"demo\n").returncode == 0
+    log = open(confdir / "demo.log", "wb")
+    proc = subprocess.Popen([ONEBOX_BIN, "serve", "-c", str(conf)], stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=subprocess.STDOUT, env=sanitizer_env(), cwd="/")
+    try:
+        ctx = ssl.create_default_context(cafile=str(confdir / "cert.pem"))
+        p = None
+        for _ in range(200):      # bounded wait for the listeners
+            try:
+                p = poplib.POP3_SSL("127.0.0.1", ports["1995"], context=ctx, timeout=30)
+                break
+            except OSError:
+                assert proc.poll() is None, (confdir / "demo.log").read_text()
+                time.sleep(0.05)
+        assert p is not None, (confdir / "demo.log").read_text()
+        p.user("demo")
+        p.pass_("demo")
+        assert p.stat() == (0, 0)
+        p.quit()
+        c = smtplib.LMTP("127.0.0.1", ports["2424"], timeout=30)
+        _, _, data = lmtp_send(c, "s@example.org", ["demo@localhost"], b"Subject: demo\r\n\r\nhi\r\n")
+        assert data["demo@localhost"][0] == 250
+        c.quit()
+    finally:
+        proc.terminate()
+        rc = proc.wait(60)
+        log.close()
+    text = (confdir / "demo.log").read_text(errors="replace")
+    assert rc == 0, text
+    assert not sanitizer_findings(text), text

@@ -1,0 +1,826 @@
+/*
+ * imap.c - the IMAP4rev1 front-end's session (RFC 3501): input through the
+ * command assembler, dispatch through the command table, tagged answers,
+ * and the commands of the connection itself: CAPABILITY, NOOP, LOGOUT,
+ * STARTTLS, LOGIN, AUTHENTICATE PLAIN (RFC 4616, SASL-IR RFC 4959), ENABLE
+ * (RFC 5161), ID (RFC 2971), NAMESPACE (RFC 2342), IDLE (RFC 2177), CHECK.
+ *
+ * Input: a line goes to the assembler (imap_parser.h), which says whether
+ * the command is whole, a literal follows (bytes mode; "+" first for a
+ * synchronizing one), or the command is refused.  Two exchanges bypass the
+ * assembler: the SASL response line of AUTHENTICATE and the DONE of IDLE.
+ * A command that waits on the store or on a password check pauses input,
+ * so pipelined commands run after it, in order.  The mailbox commands live
+ * in imap_cmd_*.c; the selected mailbox's view in imap_view.c.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "protocols/imap/imap_int.h"
+
+#define IMAP_VERSION "0.1.0"
+/* RFC 3501 §5.4 asks for an autologout timer of at least 30 minutes. */
+#define IMAP_MIN_IDLE_TIMEOUT (30 * 60)
+/* Consecutive BAD answers after which the client is dropped. */
+#define IMAP_MAX_BAD 20
+#define IMAP_MAX_USER 255
+#define IMAP_MAX_PASS 1024
+#define IMAP_MAX_SASL 4096
+
+/* The session and what only this file needs of it. */
+struct imap_conn {
+	struct imap_session s; /* first: imap_session pointers are imap_conn's */
+	unsigned bad_streak;   /* BAD answers in a row */
+	bool sasl_wait;        /* AUTHENTICATE sent "+ ": the next line is the response */
+	void (*submit_done)(struct imap_session *s, store_req *r);
+};
+
+static struct imap_conn *imap_conn_of(struct imap_session *s)
+{
+	return (struct imap_conn *)s;
+}
+
+/* ---------------------------------------------------------- answering */
+
+unsigned imap_write_flags(const struct imap_session *s)
+{
+	return (s->enabled & IMAP_EN_UTF8) ? IMAP_WRITE_UTF8 : 0;
+}
+
+void imap_flush(struct imap_session *s)
+{
+	if (s->out.oom) {
+		conn_log(s->c, LOGL_ERR, "imap: out of memory building a response");
+		imap_wbuf_reset(&s->out);
+		s->out.oom = false;
+		conn_puts(s->c, "* BYE Server out of memory\r\n");
+		conn_close(s->c);
+		return;
+	}
+	if (s->out.len)
+		conn_write(s->c, s->out.data, s->out.len);
+	imap_wbuf_reset(&s->out);
+}
+
+/* Append FMT to W; bounded by the buffer's growth, never by a fixed size. */
+static void wbuf_vprintf(struct imap_wbuf *w, const char *fmt, va_list ap)
+{
+	char small[256];
+	va_list aq;
+	int n;
+
+	va_copy(aq, ap);
+	n = vsnprintf(small, sizeof small, fmt, aq);
+	va_end(aq);
+	if (n < 0)
+		return;
+	if ((size_t)n < sizeof small) {
+		imap_write_bytes(w, small, (size_t)n);
+		return;
+	}
+	char *big = malloc((size_t)n + 1);
+	if (!big) {
+		w->oom = true;
+		return;
+	}
+	vsnprintf(big, (size_t)n + 1, fmt, ap);
+	imap_write_bytes(w, big, (size_t)n);
+	free(big);
+}
+
+void imap_untagged(struct imap_session *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	imap_write_str(&s->out, "* ");
+	va_start(ap, fmt);
+	wbuf_vprintf(&s->out, fmt, ap);
+	va_end(ap);
+	imap_write_crlf(&s->out);
+}
+
+/* The end of every command: sync, the tagged line, flush, clean up. */
+static void imap_answer(struct imap_session *s, const char *word, const char *code,
+                        const char *fmt, va_list ap)
+{
+	struct imap_conn *ic = imap_conn_of(s);
+	const char *tag = s->cmd.tag.len ? s->cmd.tag.s : "*";
+
+	/* RFC 3501 §7.4.1: no EXPUNGE while answering FETCH, STORE or SEARCH
+	 * by sequence number; the UID forms may have them.  A command refused
+	 * before it ran (cur NULL) reports nothing. */
+	if (s->cur && s->state == IMAP_SELECTED && !conn_closed(s->c))
+		imap_view_sync(s, !(s->cur->flags & IMAP_CF_NO_EXPUNGE) || s->uid);
+	imap_write_str(&s->out, tag);
+	imap_write_byte(&s->out, ' ');
+	imap_write_str(&s->out, word);
+	imap_write_byte(&s->out, ' ');
+	if (code) {
+		imap_write_byte(&s->out, '[');
+		imap_write_str(&s->out, code);
+		imap_write_str(&s->out, "] ");
+	}
+	wbuf_vprintf(&s->out, fmt, ap);
+	imap_write_crlf(&s->out);
+	imap_flush(s);
+
+	ic->bad_streak = strcmp(word, "BAD") == 0 ? ic->bad_streak + 1 : 0;
+	ic->sasl_wait = false;
+	s->cur = NULL;
+	s->uid = false;
+	s->busy = false;
+	s->idling = false;
+	s->resume = NULL;
+	s->cmd_state = NULL;
+	imap_cmd_free(&s->cmd);
+	s->cmd.tag.s = "";
+	s->cmd.tag.len = 0;
+	if (conn_closed(s->c))
+		return;
+	if (s->logout) {
+		conn_close(s->c);
+		return;
+	}
+	if (ic->bad_streak >= IMAP_MAX_BAD) {
+		conn_puts(s->c, "* BYE Too many invalid commands\r\n");
+		conn_close(s->c);
+		return;
+	}
+	/* Set after login or IDLE; any command is activity. */
+	if (s->state != IMAP_NOTAUTH)
+		conn_set_timeout(s->c, conn_idle_timeout(s->c) < IMAP_MIN_IDLE_TIMEOUT
+		                            ? IMAP_MIN_IDLE_TIMEOUT
+		                            : conn_idle_timeout(s->c));
+	conn_resume(s->c);
+}
+
+void imap_ok(struct imap_session *s, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	imap_answer(s, "OK", code, fmt, ap);
+	va_end(ap);
+}
+
+void imap_no(struct imap_session *s, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	imap_answer(s, "NO", code, fmt, ap);
+	va_end(ap);
+}
+
+void imap_bad(struct imap_session *s, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	imap_answer(s, "BAD", code, fmt, ap);
+	va_end(ap);
+}
+
+/* A refusal outside any command (no tag, or the assembler's): untagged or
+ * tagged with TAG, counted as a BAD. */
+static void imap_refuse(struct imap_session *s, const char *tag, const char *word,
+                        const char *code, const char *text)
+{
+	struct imap_conn *ic = imap_conn_of(s);
+
+	imap_write_str(&s->out, tag ? tag : "*");
+	imap_write_byte(&s->out, ' ');
+	imap_write_str(&s->out, word);
+	imap_write_byte(&s->out, ' ');
+	if (code) {
+		imap_write_byte(&s->out, '[');
+		imap_write_str(&s->out, code);
+		imap_write_str(&s->out, "] ");
+	}
+	imap_write_str(&s->out, text);
+	imap_write_crlf(&s->out);
+	imap_flush(s);
+	if (++ic->bad_streak >= IMAP_MAX_BAD && !conn_closed(s->c)) {
+		conn_puts(s->c, "* BYE Too many invalid commands\r\n");
+		conn_close(s->c);
+	}
+}
+
+static void imap_submit_done(store_req *r, void *arg)
+{
+	struct imap_session *s = arg;
+	struct imap_conn *ic = imap_conn_of(s);
+	conn *c = s->c;
+	void (*done)(struct imap_session *, store_req *) = ic->submit_done;
+
+	ic->submit_done = NULL;
+	if (!conn_closed(c) && done)
+		done(s, r);
+	conn_release(c); /* may free S */
+}
+
+void imap_submit(struct imap_session *s, store_req *r,
+                 void (*done)(struct imap_session *s, store_req *r))
+{
+	struct imap_conn *ic = imap_conn_of(s);
+
+	s->busy = true;
+	ic->submit_done = done;
+	conn_pause(s->c);
+	conn_hold(s->c);
+	store_req_submit(conn_store(s->c), r, imap_submit_done, s);
+}
+
+/* ------------------------------------------------------- capabilities */
+
+static bool imap_password_ok(const struct imap_session *s)
+{
+	return conn_is_tls(s->c) || conn_settings(s->c)->allow_plaintext;
+}
+
+/* The capability list for this connection and state, without "CAPABILITY". */
+static void imap_capabilities(const struct imap_session *s, char *buf, size_t len)
+{
+	bool pre = s->state == IMAP_NOTAUTH;
+
+	snprintf(buf, len,
+	         "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
+	         "CHILDREN SPECIAL-USE BINARY%s%s",
+	         pre && conn_tls_available(s->c) && !conn_is_tls(s->c) ? " STARTTLS" : "",
+	         !pre ? "" : imap_password_ok(s) ? " AUTH=PLAIN" : " LOGINDISABLED");
+}
+
+/* ------------------------------------------------------------- commands */
+
+static bool imap_no_args(struct imap_session *s, struct imap_cmd *cmd)
+{
+	if (imap_parse_end(cmd) == IMAP_PARSE_OK)
+		return true;
+	imap_bad(s, NULL, "%s", cmd->error);
+	return false;
+}
+
+static void imap_cmd_capability(struct imap_session *s, struct imap_cmd *cmd)
+{
+	char caps[256];
+
+	if (!imap_no_args(s, cmd))
+		return;
+	imap_capabilities(s, caps, sizeof caps);
+	imap_untagged(s, "CAPABILITY %s", caps);
+	imap_ok(s, NULL, "CAPABILITY completed");
+}
+
+static void imap_cmd_noop(struct imap_session *s, struct imap_cmd *cmd)
+{
+	if (imap_no_args(s, cmd))
+		imap_ok(s, NULL, "NOOP completed");
+}
+
+static void imap_cmd_check(struct imap_session *s, struct imap_cmd *cmd)
+{
+	/* RFC 3501 §6.4.1: every write is durable before its OK already. */
+	if (imap_no_args(s, cmd))
+		imap_ok(s, NULL, "CHECK completed");
+}
+
+static void imap_cmd_logout(struct imap_session *s, struct imap_cmd *cmd)
+{
+	if (!imap_no_args(s, cmd))
+		return;
+	imap_untagged(s, "BYE onebox logging out");
+	s->logout = true;
+	imap_ok(s, NULL, "LOGOUT completed");
+}
+
+static void imap_cmd_starttls(struct imap_session *s, struct imap_cmd *cmd)
+{
+	if (!imap_no_args(s, cmd))
+		return;
+	if (conn_is_tls(s->c)) {
+		imap_bad(s, NULL, "TLS is already active");
+		return;
+	}
+	if (!conn_tls_available(s->c)) {
+		imap_no(s, NULL, "STARTTLS is not available");
+		return;
+	}
+	imap_ok(s, NULL, "Begin TLS negotiation now");
+	/* RFC 3501 §6.2.1: whatever the client pipelined after STARTTLS is
+	 * dropped; the connection discards its buffer, we drop any command
+	 * the assembler had begun. */
+	if (conn_starttls(s->c) != 0) {
+		conn_log(s->c, LOGL_ERR, "imap: STARTTLS failed to start");
+		conn_close(s->c);
+		return;
+	}
+	imap_asm_reset(&s->as);
+}
+
+static void imap_auth_done(conn *c, void *sess, bool ok, const char *user, uint32_t user_id)
+{
+	struct imap_session *s = sess;
+	char caps[256];
+
+	if (conn_closed(c))
+		return;
+	if (!ok) {
+		imap_no(s, "AUTHENTICATIONFAILED", "Authentication failed");
+		return;
+	}
+	free(s->user);
+	s->user = strdup(user);
+	if (!s->user) {
+		imap_no(s, "UNAVAILABLE", "Out of memory");
+		return;
+	}
+	s->user_id = user_id;
+	s->state = IMAP_AUTH;
+	conn_set_user(c, user);
+	conn_log(c, LOGL_INFO, "imap login");
+	imap_capabilities(s, caps, sizeof caps);
+	char code[280];
+	snprintf(code, sizeof code, "CAPABILITY %s", caps);
+	imap_ok(s, code, "Logged in");
+}
+
+/* Start the password check; the answer comes from imap_auth_done. */
+static void imap_check_password(struct imap_session *s, const char *user, size_t ulen,
+                                const char *pass, size_t plen)
+{
+	char *u, *p;
+
+	if (ulen == 0 || ulen > IMAP_MAX_USER || plen > IMAP_MAX_PASS ||
+	    memchr(user, '\0', ulen) || memchr(pass, '\0', plen)) {
+		imap_no(s, "AUTHENTICATIONFAILED", "Authentication failed");
+		return;
+	}
+	u = strndup(user, ulen);
+	p = strndup(pass, plen);
+	if (!u || !p) {
+		free(u);
+		free(p);
+		imap_no(s, "UNAVAILABLE", "Out of memory");
+		return;
+	}
+	s->busy = true;
+	conn_pause(s->c);
+	conn_auth_password(s->c, u, p, imap_auth_done);
+	explicit_bzero(p, plen);
+	free(p);
+	free(u);
+}
+
+static void imap_cmd_login(struct imap_session *s, struct imap_cmd *cmd)
+{
+	struct imap_str user, pass;
+
+	if (imap_parse_sp(cmd) || imap_parse_astring(cmd, &user) || imap_parse_sp(cmd) ||
+	    imap_parse_astring(cmd, &pass) || imap_parse_end(cmd)) {
+		imap_bad(s, NULL, "%s", cmd->error);
+		return;
+	}
+	if (!imap_password_ok(s)) {
+		/* RFC 3501 §6.2.3 and LOGINDISABLED; RFC 5530 code. */
+		imap_no(s, "PRIVACYREQUIRED", "Password login needs TLS; use STARTTLS first");
+		return;
+	}
+	imap_check_password(s, user.s, user.len, pass.s, pass.len);
+}
+
+/* Strict base64 (RFC 4648 §4, padded): returns the decoded length, or -1. */
+static long imap_base64_decode(const char *in, size_t len, unsigned char *out, size_t cap)
+{
+	size_t o = 0;
+
+	if (len % 4)
+		return -1;
+	for (size_t i = 0; i < len; i += 4) {
+		unsigned v = 0;
+		int pad = 0;
+		for (int j = 0; j < 4; j++) {
+			char c = in[i + j];
+			int d;
+			if (c >= 'A' && c <= 'Z')
+				d = c - 'A';
+			else if (c >= 'a' && c <= 'z')
+				d = c - 'a' + 26;
+			else if (c >= '0' && c <= '9')
+				d = c - '0' + 52;
+			else if (c == '+')
+				d = 62;
+			else if (c == '/')
+				d = 63;
+			else if (c == '=' && j >= 2 && i + 4 == len)
+				d = -1;
+			else
+				return -1;
+			if (d < 0)
+				pad++;
+			else if (pad)
+				return -1; /* data after padding */
+			v = v << 6 | (unsigned)(d < 0 ? 0 : d);
+		}
+		size_t n = 3 - (size_t)pad;
+		if (o + n > cap)
+			return -1;
+		out[o++] = (unsigned char)(v >> 16);
+		if (n > 1)
+			out[o++] = (unsigned char)(v >> 8);
+		if (n > 2)
+			out[o++] = (unsigned char)v;
+	}
+	return (long)o;
+}
+
+/* A PLAIN response (RFC 4616 §2): [authzid] NUL authcid NUL passwd. */
+static void imap_sasl_plain(struct imap_session *s, const char *b64, size_t len)
+{
+	unsigned char buf[IMAP_MAX_SASL];
+	long n;
+
+	if (len == 1 && b64[0] == '=') /* RFC 4959 §3: an empty response */
+		len = 0;
+	n = imap_base64_decode(b64, len, buf, sizeof buf);
+	if (n < 0) {
+		imap_bad(s, NULL, "Invalid base64 in the SASL response");
+		return;
+	}
+	const char *p = (const char *)buf, *end = p + n;
+	const char *z1 = memchr(p, '\0', (size_t)n);
+	const char *z2 = z1 ? memchr(z1 + 1, '\0', (size_t)(end - z1 - 1)) : NULL;
+	if (!z1 || !z2) {
+		explicit_bzero(buf, sizeof buf);
+		imap_bad(s, NULL, "Malformed PLAIN response");
+		return;
+	}
+	const char *authzid = p, *authcid = z1 + 1, *pass = z2 + 1;
+	size_t zlen = (size_t)(z1 - p), clen = (size_t)(z2 - authcid), plen = (size_t)(end - pass);
+	/* Acting as another user is not offered: an authzid must name the
+	 * authenticating user itself. */
+	if (zlen && (zlen != clen || memcmp(authzid, authcid, clen) != 0)) {
+		explicit_bzero(buf, sizeof buf);
+		imap_no(s, "AUTHORIZATIONFAILED", "Authorization identity not permitted");
+		return;
+	}
+	imap_check_password(s, authcid, clen, pass, plen);
+	explicit_bzero(buf, sizeof buf);
+}
+
+static void imap_cmd_authenticate(struct imap_session *s, struct imap_cmd *cmd)
+{
+	struct imap_str mech, ir = { NULL, 0 };
+
+	if (imap_parse_sp(cmd) || imap_parse_atom(cmd, &mech)) {
+		imap_bad(s, NULL, "%s", cmd->error);
+		return;
+	}
+	if (!imap_parse_at_end(cmd) && (imap_parse_sp(cmd) || imap_parse_atom(cmd, &ir) ||
+	                                imap_parse_end(cmd))) {
+		imap_bad(s, NULL, "%s", cmd->error);
+		return;
+	}
+	if (strcasecmp(mech.s, "PLAIN") != 0) {
+		imap_no(s, NULL, "Unsupported authentication mechanism");
+		return;
+	}
+	if (!imap_password_ok(s)) {
+		imap_no(s, "PRIVACYREQUIRED", "Password authentication needs TLS; use STARTTLS first");
+		return;
+	}
+	if (ir.s) {
+		imap_sasl_plain(s, ir.s, ir.len);
+		return;
+	}
+	/* RFC 3501 §6.2.2: an empty challenge; the next line is the answer,
+	 * read raw, not through the assembler. */
+	imap_conn_of(s)->sasl_wait = true;
+	imap_write_str(&s->out, "+ \r\n");
+	imap_flush(s);
+}
+
+static void imap_sasl_line(struct imap_session *s, char *line, size_t len)
+{
+	imap_conn_of(s)->sasl_wait = false;
+	if (len == 1 && line[0] == '*') {
+		imap_bad(s, NULL, "Authentication cancelled");
+		return;
+	}
+	imap_sasl_plain(s, line, len);
+	explicit_bzero(line, len);
+}
+
+static void imap_cmd_enable(struct imap_session *s, struct imap_cmd *cmd)
+{
+	struct imap_str *caps;
+	size_t n;
+
+	if (imap_parse_enable(cmd, &caps, &n) || imap_parse_end(cmd)) {
+		imap_bad(s, NULL, "%s", cmd->error);
+		return;
+	}
+	/* RFC 5161 §3.1: only what is advertised can be enabled, and none of
+	 * the extensions we advertise is ENABLE-able yet. */
+	imap_untagged(s, "ENABLED");
+	imap_ok(s, NULL, "ENABLE completed");
+}
+
+static void imap_cmd_id(struct imap_session *s, struct imap_cmd *cmd)
+{
+	struct imap_id_pair *pairs;
+	size_t n;
+
+	if (imap_parse_sp(cmd) || imap_parse_id(cmd, &pairs, &n) || imap_parse_end(cmd)) {
+		imap_bad(s, NULL, "%s", cmd->error);
+		return;
+	}
+	imap_untagged(s, "ID (\"name\" \"onebox\" \"version\" \"" IMAP_VERSION "\")");
+	imap_ok(s, NULL, "ID completed");
+}
+
+static void imap_cmd_namespace(struct imap_session *s, struct imap_cmd *cmd)
+{
+	if (!imap_no_args(s, cmd))
+		return;
+	/* RFC 2342: one personal namespace, no others. */
+	imap_untagged(s, "NAMESPACE ((\"\" \"/\")) NIL NIL");
+	imap_ok(s, NULL, "NAMESPACE completed");
+}
+
+static void imap_cmd_idle(struct imap_session *s, struct imap_cmd *cmd)
+{
+	if (!imap_no_args(s, cmd))
+		return;
+	s->idling = true;
+	imap_write_str(&s->out, "+ idling\r\n");
+	/* RFC 2177 §3: what is already pending goes out at once. */
+	imap_view_sync(s, true);
+	imap_flush(s);
+	conn_set_timeout(s->c, conn_idle_timeout(s->c) < IMAP_MIN_IDLE_TIMEOUT
+	                           ? IMAP_MIN_IDLE_TIMEOUT
+	                           : conn_idle_timeout(s->c));
+}
+
+static void imap_idle_line(struct imap_session *s, char *line, size_t len)
+{
+	if (len == 4 && strncasecmp(line, "DONE", 4) == 0)
+		imap_ok(s, NULL, "IDLE terminated");
+	else
+		imap_bad(s, NULL, "Expected DONE to end IDLE");
+}
+
+/* ------------------------------------------------------ command table */
+
+#define SEQ_CMD (IMAP_CF_UID | IMAP_CF_NO_EXPUNGE)
+
+static const struct imap_command imap_commands[] = {
+	{ "CAPABILITY", imap_cmd_capability, IMAP_ANY, 0 },
+	{ "NOOP", imap_cmd_noop, IMAP_ANY, 0 },
+	{ "LOGOUT", imap_cmd_logout, IMAP_ANY, 0 },
+	{ "ID", imap_cmd_id, IMAP_ANY, 0 },
+	{ "STARTTLS", imap_cmd_starttls, IMAP_NOTAUTH, 0 },
+	{ "LOGIN", imap_cmd_login, IMAP_NOTAUTH, 0 },
+	{ "AUTHENTICATE", imap_cmd_authenticate, IMAP_NOTAUTH, 0 },
+	{ "ENABLE", imap_cmd_enable, IMAP_AUTH, 0 },
+	{ "NAMESPACE", imap_cmd_namespace, IMAP_AUTHED, 0 },
+	{ "IDLE", imap_cmd_idle, IMAP_AUTHED, 0 },
+	{ "SELECT", imap_cmd_select, IMAP_AUTHED, 0 },
+	{ "EXAMINE", imap_cmd_select, IMAP_AUTHED, 0 },
+	{ "CREATE", imap_cmd_create, IMAP_AUTHED, 0 },
+	{ "DELETE", imap_cmd_delete, IMAP_AUTHED, 0 },
+	{ "RENAME", imap_cmd_rename, IMAP_AUTHED, 0 },
+	{ "SUBSCRIBE", imap_cmd_subscribe, IMAP_AUTHED, 0 },
+	{ "UNSUBSCRIBE", imap_cmd_subscribe, IMAP_AUTHED, 0 },
+	{ "LIST", imap_cmd_list, IMAP_AUTHED, 0 },
+	{ "LSUB", imap_cmd_list, IMAP_AUTHED, 0 },
+	{ "STATUS", imap_cmd_status, IMAP_AUTHED, 0 },
+	{ "APPEND", imap_cmd_append, IMAP_AUTHED, 0 },
+	{ "CHECK", imap_cmd_check, IMAP_SELECTED, 0 },
+	{ "CLOSE", imap_cmd_close, IMAP_SELECTED, 0 },
+	{ "UNSELECT", imap_cmd_close, IMAP_SELECTED, 0 },
+	{ "EXPUNGE", imap_cmd_expunge, IMAP_SELECTED, IMAP_CF_UID },
+	{ "SEARCH", imap_cmd_search, IMAP_SELECTED, SEQ_CMD },
+	{ "FETCH", imap_cmd_fetch, IMAP_SELECTED, SEQ_CMD },
+	{ "STORE", imap_cmd_store, IMAP_SELECTED, SEQ_CMD },
+	/* COPY by number changes nothing here, but its numbers must hold. */
+	{ "COPY", imap_cmd_copy, IMAP_SELECTED, SEQ_CMD },
+	/* RFC 6851 §3.3: MOVE reports its own EXPUNGEs. */
+	{ "MOVE", imap_cmd_copy, IMAP_SELECTED, IMAP_CF_UID },
+};
+
+const struct imap_command *imap_command_find(const char *name, bool uid)
+{
+	for (size_t i = 0; i < sizeof imap_commands / sizeof imap_commands[0]; i++) {
+		if (strcmp(imap_commands[i].name, name) != 0)
+			continue;
+		if (uid && !(imap_commands[i].flags & IMAP_CF_UID))
+			return NULL;
+		return &imap_commands[i];
+	}
+	return NULL;
+}
+
+/* ------------------------------------------------------------- input */
+
+static unsigned imap_parse_flags(const struct imap_session *s)
+{
+	/* BINARY (RFC 3516) is always on: FETCH BINARY[] and literal8. */
+	return IMAP_PARSE_BINARY |
+	       ((s->enabled & (IMAP_EN_UTF8 | IMAP_EN_REV2)) ? IMAP_PARSE_UTF8 : 0);
+}
+
+static void imap_execute(struct imap_session *s)
+{
+	const struct imap_command *cmd;
+
+	if (imap_cmd_parse(&s->cmd, &s->as, imap_parse_flags(s)) != IMAP_PARSE_OK) {
+		imap_bad(s, NULL, "%s", s->cmd.error ? s->cmd.error : "Invalid command");
+		return;
+	}
+	cmd = imap_command_find(s->cmd.name, s->cmd.uid);
+	if (!cmd) {
+		imap_bad(s, NULL, "Unknown command");
+		return;
+	}
+	/* RFC 3501 §6: a command outside its states is a protocol error,
+	 * answered BAD like any other (the session state is unchanged). */
+	if (!(cmd->states & s->state)) {
+		imap_bad(s, NULL, "Command not valid in this state");
+		return;
+	}
+	s->cur = cmd;
+	s->uid = s->cmd.uid;
+	cmd->fn(s, &s->cmd);
+}
+
+/* Act on what the assembler said after a line or literal. */
+static void imap_asm_step(struct imap_session *s, enum imap_asm_status st)
+{
+	switch (st) {
+	case IMAP_ASM_COMPLETE:
+		conn_mode_line(s->c);
+		imap_execute(s);
+		break;
+	case IMAP_ASM_LITERAL:
+		if (imap_asm_needs_continuation(&s->as)) {
+			imap_write_str(&s->out, "+ Ready for literal data\r\n");
+			imap_flush(s);
+		}
+		conn_mode_bytes(s->c);
+		break;
+	case IMAP_ASM_NEED_LINE:
+		conn_mode_line(s->c);
+		break;
+	case IMAP_ASM_REJECT: {
+		bool append = s->as.is_append;
+		bool toobig = imap_asm_error_code(&s->as) == IMAP_ASM_ERR_LITERAL_TOO_BIG;
+		if (append && toobig)
+			imap_refuse(s, imap_asm_tag(&s->as), "NO", "TOOBIG", imap_asm_error(&s->as));
+		else
+			imap_refuse(s, imap_asm_tag(&s->as), "BAD", NULL, imap_asm_error(&s->as));
+		if (imap_asm_in_literal(&s->as))
+			conn_mode_bytes(s->c);
+		else
+			conn_mode_line(s->c);
+		break;
+	}
+	case IMAP_ASM_DISCARDED:
+		conn_mode_line(s->c);
+		break;
+	case IMAP_ASM_CLOSE:
+		conn_printf(s->c, "* BYE %s\r\n", imap_asm_error(&s->as));
+		conn_close(s->c);
+		break;
+	}
+}
+
+static void imap_line(void *sess, char *line, size_t len)
+{
+	struct imap_session *s = sess;
+	struct imap_conn *ic = imap_conn_of(s);
+
+	if (s->busy) {
+		conn_log(s->c, LOGL_WARN, "imap: input while busy, dropped");
+		return;
+	}
+	if (ic->sasl_wait) {
+		imap_sasl_line(s, line, len);
+		return;
+	}
+	if (s->idling) {
+		imap_idle_line(s, line, len);
+		return;
+	}
+	imap_asm_step(s, imap_asm_line(&s->as, line, len));
+}
+
+static size_t imap_bytes(void *sess, const char *p, size_t len)
+{
+	struct imap_session *s = sess;
+	size_t used = 0;
+	enum imap_asm_status st = imap_asm_literal(&s->as, p, len, &used);
+
+	if (st != IMAP_ASM_LITERAL)
+		imap_asm_step(s, st);
+	return used;
+}
+
+static void imap_line_too_long(void *sess)
+{
+	struct imap_session *s = sess;
+	struct imap_conn *ic = imap_conn_of(s);
+
+	if (ic->sasl_wait || s->idling) {
+		imap_bad(s, NULL, "Line too long");
+		return;
+	}
+	/* The line is gone, and with it whatever literal it announced: the
+	 * command cannot be finished. */
+	const char *tag = imap_asm_tag(&s->as);
+	char tagcopy[IMAP_TAG_MAX + 1];
+	snprintf(tagcopy, sizeof tagcopy, "%s", tag ? tag : "*");
+	imap_asm_reset(&s->as);
+	conn_mode_line(s->c);
+	imap_refuse(s, tagcopy, "BAD", NULL, "Line too long");
+}
+
+/* ----------------------------------------------------------- proto_ops */
+
+static void *imap_open(conn *c)
+{
+	struct imap_conn *ic = calloc(1, sizeof *ic);
+	struct imap_session *s;
+	struct imap_limits lim = {
+		.max_line = 64 * 1024,
+		.max_command = 1024 * 1024,
+		.max_append = conn_settings(c)->max_message_size,
+		.max_discard = 64 * 1024,
+		.literal_mode = IMAP_LITERAL_PLUS,
+	};
+	char caps[256];
+
+	if (!ic)
+		return NULL;
+	s = &ic->s;
+	s->c = c;
+	s->state = IMAP_NOTAUTH;
+	imap_asm_init(&s->as, &lim);
+	imap_cmd_init(&s->cmd, 0);
+	s->cmd.tag.s = "";
+	imap_wbuf_init(&s->out);
+	conn_set_timeout(c, conn_preauth_timeout(c));
+	imap_capabilities(s, caps, sizeof caps);
+	conn_printf(c, "* OK [CAPABILITY %s] onebox ready\r\n", caps);
+	return s;
+}
+
+/* A command that stopped on a congested connection goes on (imap_int.h,
+ * s->resume). */
+static void imap_drained(void *sess)
+{
+	struct imap_session *s = sess;
+	void (*resume)(struct imap_session *) = s->resume;
+
+	if (!resume || conn_closed(s->c))
+		return;
+	s->resume = NULL;
+	/* The client reading a long answer is activity. */
+	conn_set_timeout(s->c, s->state == IMAP_NOTAUTH ? conn_preauth_timeout(s->c)
+	                                                : conn_idle_timeout(s->c));
+	resume(s);
+}
+
+static void imap_timeout(void *sess)
+{
+	struct imap_session *s = sess;
+
+	conn_puts(s->c, "* BYE Autologout; idle for too long\r\n");
+}
+
+static void imap_close(void *sess)
+{
+	struct imap_session *s = sess;
+
+	imap_view_close(s);
+	imap_asm_free(&s->as);
+	imap_cmd_free(&s->cmd);
+	imap_wbuf_free(&s->out);
+	free(s->user);
+	free(imap_conn_of(s));
+}
+
+const struct proto_ops imap_ops = {
+	.name = "imap",
+	.refuse_busy = "* BYE Too many connections, try later\r\n",
+	.open = imap_open,
+	.line = imap_line,
+	.bytes = imap_bytes,
+	.line_too_long = imap_line_too_long,
+	.drained = imap_drained,
+	.timeout = imap_timeout,
+	.close = imap_close,
+};

@@ -1,0 +1,951 @@
+/*
+ * imap_cmd_mailbox.c - the IMAP commands that act on mailboxes as a whole:
+ * SELECT and EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE and UNSUBSCRIBE,
+ * LIST and LSUB, STATUS (RFC 3501 §6.3), CLOSE, UNSELECT (RFC 3691),
+ * EXPUNGE and UID EXPUNGE (RFC 4315).
+ *
+ * Names arrive decoded to UTF-8 by the parser and leave through
+ * imap_write_mailbox (modified UTF-7).  The hierarchy delimiter is "/".
+ * Reads are short transactions; writes are one store request each, whose
+ * untagged consequences (EXPUNGE, EXISTS) come from the view's sync at the
+ * tagged answer.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "protocols/imap/imap_int.h"
+
+#define DELIM '/'
+
+/* NO with the response code a store status deserves (RFC 5530). */
+static void mbox_store_no(struct imap_session *s, int rc, const char *what)
+{
+	switch (rc) {
+	case STORE_NOTFOUND:
+		imap_no(s, "NONEXISTENT", "%s: mailbox does not exist", what);
+		break;
+	case STORE_EXISTS:
+		imap_no(s, "ALREADYEXISTS", "%s: mailbox already exists", what);
+		break;
+	case STORE_INVALID:
+		imap_no(s, "CANNOT", "%s: not allowed", what);
+		break;
+	case STORE_OVERQUOTA:
+		imap_no(s, "OVERQUOTA", "%s: quota exceeded", what);
+		break;
+	default:
+		imap_no(s, "UNAVAILABLE", "%s: %s, try again later", what, store_strerror(rc));
+		break;
+	}
+}
+
+/* Look NAME up; on success *OUT is a copy whose name is not valid. */
+static int mbox_get(struct imap_session *s, const char *name, struct store_mailbox *out)
+{
+	store_txn *t = store_read_begin(conn_store(s->c));
+	int rc;
+
+	if (!t)
+		return STORE_TEMPFAIL;
+	rc = store_mailbox_get(t, s->user_id, name, out);
+	store_read_end(t);
+	out->name = NULL;
+	return rc;
+}
+
+/* A name without its trailing delimiters, NUL terminated, from the arena
+ * (RFC 3501 §6.3.3: "foo/" creates "foo"). */
+static char *mbox_trim(struct imap_cmd *cmd, const struct imap_str *in)
+{
+	size_t len = in->len;
+	char *p;
+
+	while (len > 0 && in->s[len - 1] == DELIM)
+		len--;
+	p = imap_cmd_alloc(cmd, len + 1);
+	if (!p)
+		return NULL;
+	memcpy(p, in->s, len);
+	p[len] = '\0';
+	if (strcasecmp(p, "INBOX") == 0)
+		memcpy(p, "INBOX", 5);
+	return p;
+}
+
+/* Names we create: no empty level, no wildcard, no control character. */
+static bool mbox_name_ok(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (len == 0 || name[0] == DELIM || strstr(name, "//"))
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)name[i];
+		if (c < 0x20 || c == 0x7f || c == '%' || c == '*')
+			return false;
+	}
+	return true;
+}
+
+/* ------------------------------------------------------ SELECT/EXAMINE */
+
+void imap_cmd_select(struct imap_session *s, struct imap_cmd *cmd)
+{
+	bool readonly = strcmp(cmd->name, "EXAMINE") == 0;
+	struct store_mailbox mb;
+	struct imap_str name;
+	int rc;
+
+	/* RFC 3501 §6.3.1: a SELECT deselects the current mailbox first,
+	 * even when it then fails. */
+	if (s->state == IMAP_SELECTED)
+		imap_view_close(s);
+	if (imap_parse_sp(cmd) || imap_parse_mailbox(cmd, &name) || imap_parse_end(cmd)) {
+		imap_bad(s, NULL, "%s", cmd->error);
+		return;
+	}
+	rc = mbox_get(s, name.s, &mb);
+	if (rc != STORE_OK) {
+		mbox_store_no(s, rc, readonly ? "EXAMINE" : "SELECT");
+		return;
+	}
+	rc = imap_view_open(s, &mb, readonly);
+	if (rc != STORE_OK) {
+		mbox_store_no(s, rc, readonly ? "EXAMINE" : "SELECT");
+		return;
+	}
+	const struct imap_view *v = &s->view;
+	imap_view_write_flags(s);
+	imap_untagged(s, "%" PRIu32 " EXISTS", v->count);
+	imap_untagged(s, "%" PRIu32 " RECENT", imap_view_recent_count(v));
+	if (v->first_unseen)
+		imap_untagged(s, "OK [UNSEEN %" PRIu32 "] First unseen message", v->first_unseen);
+	imap_untagged(s, "OK [UIDVALIDITY %" PRIu32 "] UIDs valid", v->uidvalidity);
+	imap_untagged(s, "OK [UIDNEXT %" PRIu32 "] Predicted next UID", v->uidnext);
+	imap_ok(s, readonly ? "READ-ONLY" : "READ-WRITE", "%s completed",
+	        readonly ? "EXAMINE" : "SELECT");
+}
+
+/* ------------------------------------------------------------- CREATE */
+
+static void mbox_write_done(struct imap_session *s, store_req *r)
+{
+	int rc = store_req_status(r);
+
+	if (rc == STORE_OK)
+		imap_ok(s, NULL, "%s completed", s->cmd.name);
+	else
+		mbox_store_no(s, rc, s->cmd.name);
+}
+
+/* Add to R the creation of every missing ancestor of NAME ("a" and "a/b"
+ * for "a/b/c"), as RFC 3501 §6.3.3 suggests. */
+static int mbox_create_parents(struct imap_session *s, store_req *r, const char *name)
+{
+	store_txn *t = store_read_begin(conn_store(s->c));
+	struct store_mailbox mb;
+	int rc = STORE_OK;
+
+	if (!t)
+		return STORE_TEMPFAIL;
+	for (const char *p = strchr(name, DELIM); p && rc == STORE_OK; p = strchr(p + 1, DELIM)) {
+		char *parent = strndup(name, (size_t)(p - name));
+		if (!parent) {
+			rc = STORE_TEMPFAIL;
+			break;
+		}
+		int g = store_mailbox_get(t, s->user_id, parent, &mb);
+		if (g == STORE_NOTFOUND)
+			store_req_mailbox_create(r, s->user, parent, 0);
+		else if (g != STORE_OK)
+			rc = g;
+		free(parent);
+	}
+	store_read_end(t);
+	return rc;
+}
+
+void imap_cmd_create(struct imap_session *s, struct imap_cmd *cmd)
+{
+	struct imap_str arg;
+	struct store_mailbox mb;
+	char *name;
+	int rc;
+
+	if (imap_parse_sp(cmd) || imap_parse_mailbox(cmd, &arg) || imap_parse_end(cmd)) {
+		imap_bad(s, NULL, "%s", cmd->error);
+		return;
+	}
+	name = mbox_trim(cmd, &arg);
+	if (!name || !mbox_name_ok(name)) {
+		imap_no(s, "CANNOT", "Invalid mailbox name");
+		return;
+	}
+	rc = mbox_get(s, name, &mb);
+	if (rc == STORE_OK) {
+		imap_no(s, "ALREADYEXISTS", "Mailbox already exists");
+		return;
+	}
+	if (rc != STORE_NOTFOUND) {
+		mbox_store_no(s, rc, "CREATE");
+		return;
+	}
+	store_req *r = store_req_new();
+	if (!r) {
+		imap_no(s, "UNAVAILABLE", "Out of memory");
+		return;
+	}
+	rc = mbox_create_parents(s, r, name);
+	if (rc != STORE_OK) {
+		store_req_free(r);
+		mbox_store_no(s, rc, "CREATE");
+		return;
+	}
+	store_req_mailbox_create(r, s->user, name, 0);
+	imap_submit(s, r, mbox_write_done);
+}
+
+/* ---------------------------------------------------- the mailbox list */
+
+struct mbox_entry {
+	char *name;
+	uint32_t id;
+	uint32_t special_use;
+	bool subscribed;
+};
+
+struct mbox_list {
+	struct mbox_entry *v;
+	size_t n, cap;
+	bool nomem;
+};
+
+static int mbox_list_one(const struct store_mailbox *mb, void *arg)
+{
+	struct mbox_list *l = arg;
+
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 32;
+		struct mbox_entry *n = realloc(l->v, cap * sizeof *n);
+		if (!n) {
+			l->nomem = true;
+			return 1;
+		}
+		l->v = n;
+		l->cap = cap;
+	}
+	l->v[l->n].name = strdup(mb->name);
+	if (!l->v[l->n].name) {
+		l->nomem = true;
+		return 1;
+	}
+	l->v[l->n].id = mb->id;
+	l->v[l->n].special_use = mb->special_use;
+	l->v[l->n].subscribed = mb->subscribed;
+	l->n++;
+	return 0;
+}
+
+static void mbox_list_free(struct mbox_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i].name);
+	free(l->v);
+	memset(l, 0, sizeof *l);
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+	return strcmp(((const struct mbox_entry *)a)->name, ((const struct mbox_entry *)b)->name);
+}
+
+/* Every mailbox of the user, sorted by name (bytewise). */
+static int mbox_list_load(struct imap_session *s, struct mbox_list *l)
+{
+	store_txn *t = store_read_begin(conn_store(s->c));
+	int rc;
+
+	memset(l, 0, sizeof *l);
+	if (!t)
+		return STORE_TEMPFAIL;
+	rc = store_mailbox_foreach(t, s->user_id, mbox_list_one, l);
+	store_read_end(t);
+	if (rc == STORE_OK && l->nomem)
+		rc = STORE_TEMPFAIL;
+	if (rc != STORE_OK) {
+		mbox_list_free(l);
+		return rc;
+	}
+	qsort(l->v, l->n, sizeof *l->v, cmp_entry);
+	return STORE_OK;
+}
+
+/* True if some mailbox of L is below NAME in the hierarchy.  Children of
+ * "a" sort among names starting "a/", contiguous in bytewise order. */
+static bool mbox_has_children(const struct mbox_list *l, const char *name)
+{
+	size_t len = strlen(name), lo = 0, hi = l->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strncmp(l->v[mid].name, name, len);
+		if (c < 0 || (c == 0 && (unsigned char)l->v[mid].name[len] < (unsigned char)DELIM))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < l->n && strncmp(l->v[lo].name, name, len) == 0 && l->v[lo].name[len] == DELIM;
+}
+
+/* ------------------------------------------------------------- DELETE */
+
+void imap_cmd_delete(struct imap_session *s, struct imap_cmd *cmd)
+{
+	struct imap_str arg;
+	struct mbox_list l;
+	char *name;
+	int rc;
+
+	if (imap_parse_sp(cmd) || imap_parse_mailbox(cmd, &arg) || imap_parse_end(cmd)) {
+		imap_bad(s, NULL, "%s", cmd->error);
+		return;
+	}
+	name = mbox_trim(cmd, &arg);
+	if (!name) {
+		imap_no(s, "UNAVAILABLE", "Out of memory");
+		return;
+	}
+	if (strcmp(name, "INBOX") == 0) {
+		imap_no(s, "CANNOT", "INBOX cannot be deleted");
+		return;
+	}
+	rc = mbox_list_load(s, &l);
+	if (rc != STORE_OK) {
+		mbox_store_no(s, rc, "DELETE");
+		return;
+	}
+	struct mbox_entry key = { .name = name }, *e;
+	e = bsearch(&key, l.v, l.n, sizeof *l.v, cmp_entry);
+	if (!e) {
+		mbox_list_free(&l);
+		imap_no(s, "NONEXISTENT", "Mailbox does not exist");
+		return;
+	}
+	/* RFC 3501 §6.3.4 would keep a parent as \Noselect; onebox has no
+	 * such mailboxes, so a parent goes only after its children. */
+	if (mbox_has_children(&l, name)) {
+		mbox_list_free(&l);
+		imap_no(s, "INUSE", "Mailbox has children; delete them first");
+		return;
+	}
+	uint32_t id = e->id;
+	mbox_list_free(&l);
+	store_req *r = store_req_new();
+	if (!r) {
+		imap_no(s, "UNAVAILABLE", "Out of memory");
+		return;
+	}
+	/* Deleting the selected mailbox is allowed: its messages are reported
+	 * expunged by the sync at the answer, and the session stays selected
+	 * on an empty, vanished mailbox until it selects another. */
+	store_req_mailbox_delete(r, id);
+	imap_submit(s, r, mbox_write_done);
+}
+
+/* ------------------------------------------------------------- RENAME */
+
+/* RENAME INBOX, step two: the new mailbox exists; move every message. */
+static void rename_inbox_moved(struct imap_session *s, store_req *r)
+{
+	int rc = store_req_status(r);
+
+	if (rc == STORE_OK)
+		imap_ok(s, NULL, "RENAME completed");
+	else
+		mbox_store_no(s, rc, "RENAME");
+}
+
+struct uid_list {
+	uint32_t *v;
+	size_t n, cap;
+	bool nomem;
+};
+
+static bool uid_push(struct uid_list *l, uint32_t uid)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		uint32_t *n = realloc(l->v, cap * sizeof *n);
+		if (!n) {
+			l->nomem = true;
+			return false;
+		}
+		l->v = n;
+		l->cap = cap;
+	}
+	l->v[l->n++] = uid;
+	return true;
+}
+
+static int uid_collect(const struct store_message *m, void *arg)
+{
+	return uid_push(arg, m->uid) ? 0 : 1;
+}
+
+static void rename_inbox_created(struct imap_session *s, store_req *r)
+{
+	int rc = store_req_status(r);
+	const struct store_result *res;
+	struct store_mailbox inbox;
+	struct uid_list uids = { 0 };
+	uint32_t dest;
+	store_txn *t;
+
+	if (rc != STORE_OK) {
+		mbox_store_no(s, rc, "RENAME");
+		return;
+	}
+	res = store_req_result(r, store_req_count(r) - 1);
+	dest = res ? res->mailbox_id : 0;
+	t = store_read_begin(conn_store(s->c));
+	if (!t || !dest) {
+		if (t)
+			store_read_end(t);
+		imap_no(s, "UNAVAILABLE", "RENAME: mailbox created but messages not moved");
+		return;
+	}
+	rc = store_mailbox_get(t, s->user_id, "INBOX", &inbox);
+	if (rc == STORE_OK)
+		rc = store_message_foreach(t, inbox.id, 1, uid_collect, &uids);
+	store_read_end(t);
+	if (rc != STORE_OK || uids.nomem) {
+		free(uids.v);
+		imap_no(s, "UNAVAILABLE", "RENAME: mailbox created but messages not moved");
+		return;
+	}
+	if (uids.n == 0) {
+		free(uids.v);
+		imap_ok(s, NULL, "RENAME completed");
+		return;
+	}
+	store_req *m = store_req_new();
+	if (!m) {
+		free(uids.v);
+		imap_no(s, "UNAVAILABLE", "Out of memory");
+		return;
+	}
+	for (size_t i = 0; i < uids.n; i++)
+		store_req_move(m, inbox.id, uids.v[i], dest, 0);
+	free(uids.v);
+	imap_submit(s, m, rename_inbox_moved);
+}
+
+void imap_cmd_rename(struct imap_session *s, struct imap_cmd *cmd)
+{
+	struct imap_str a, b;
+	struct mbox_list l;
+	char *from, *to;
+	int rc;
+
+	if (imap_parse_sp(cmd) || imap_parse_mailbox(cmd, &a) || imap_parse_sp(cmd) ||
+	    imap_parse_mailbox(cmd, &b) || imap_parse_end(cmd)) {
+		imap_bad(s, NULL, "%s", cmd->error);
+		return;
+	}
+	from = mbox_trim(cmd, &a);
+	to = mbox_trim(cmd, &b);
+	if (!from || !to) {
+		imap_no(s, "UNAVAILABLE", "Out of memory");
+		return;
+	}
+	if (!mbox_name_ok(to)) {
+		imap_no(s, "CANNOT", "Invalid mailbox name");
+		return;
+	}
+	size_t flen = strlen(from);
+	if (strncmp(to, from, flen) == 0 && to[flen] == DELIM) {
+		imap_no(s, "CANNOT", "Cannot rename a mailbox into itself");
+		return;
+	}
+	rc = mbox_list_load(s, &l);
+	if (rc != STORE_OK) {
+		mbox_store_no(s, rc, "RENAME");
+		return;
+	}
+	struct mbox_entry key = { .name = from }, *src;
+	src = bsearch(&key, l.v, l.n, sizeof *l.v, cmp_entry);
+	key.name = to;
+	bool to_exists = strcmp(to, "INBOX") == 0 || bsearch(&key, l.v, l.n, sizeof *l.v, cmp_entry);
+	if (!src) {
+		mbox_list_free(&l);
+		imap_no(s, "NONEXISTENT", "Mailbox does not exist");
+		return;
+	}
+	if (to_exists) {
+		mbox_list_free(&l);
+		imap_no(s, "ALREADYEXISTS", "Target mailbox already exists");
+		return;
+	}
+	store_req *r = store_req_new();
+	if (!r) {
+		mbox_list_free(&l);
+		imap_no(s, "UNAVAILABLE", "Out of memory");
+		return;
+	}
+	rc = mbox_create_parents(s, r, to);
+	if (rc != STORE_OK) {
+		mbox_list_free(&l);
+		store_req_free(r);
+		mbox_store_no(s, rc, "RENAME");
+		return;
+	}
+	if (strcmp(from, "INBOX") == 0) {
+		/* RFC 3501 §6.3.5: INBOX's messages move to a new mailbox and
+		 * INBOX stays, empty; its inferiors are unaffected.  The new
+		 * mailbox's id is known only after the commit: two requests. */
+		mbox_list_free(&l);
+		store_req_mailbox_create(r, s->user, to, 0);
+		imap_submit(s, r, rename_inbox_created);
+		return;
+	}
+	/* The mailbox and every inferior, in one request (§6.3.5). */
+	store_req_mailbox_rename(r, src->id, to);
+	for (size_t i = 0; i < l.n; i++) {
+		const char *n = l.v[i].name;
+		if (strncmp(n, from, flen) != 0 || n[flen] != DELIM)
+			continue;
+		size_t tlen = strlen(to), rest = strlen(n + flen);
+		char *nn = malloc(tlen + rest + 1);
+		if (!nn) {
+			mbox_list_free(&l);
+			store_req_free(r);
+			imap_no(s, "UNAVAILABLE", "Out of memory");
+			return;
+		}
+		memcpy(nn, to, tlen);
+		memcpy(nn + tlen, n + flen, rest + 1);
+		store_req_mailbox_rename(r, l.v[i].id, nn);
+		free(nn);
+	}
+	mbox_list_free(&l);
+	imap_submit(s, r, mbox_write_done);
+}
+
+/* ------------------------------------------------ SUBSCRIBE/UNSUBSCRIBE */
+
+void imap_cmd_subscribe(struct imap_session *s, struct imap_cmd *cmd)
+{
+	bool on = strcmp(cmd->name, "SUBSCRIBE") == 0;
+	struct imap_str arg;
+	struct store_mailbox mb;
+	char *name;
+	int rc;
+
+	if (imap_parse_sp(cmd) || imap_parse_mailbox(cmd, &arg) || imap_parse_end(cmd)) {
+		imap_bad(s, NULL, "%s", cmd->error);
+		return;
+	}
+	name = mbox_trim(cmd, &arg);
+	if (!name) {
+		imap_no(s, "UNAVAILABLE", "Out of memory");
+		return;
+	}
+	/* Subscriptions live on the mailbox record: only existing mailboxes
+	 * can be subscribed (RFC 3501 §6.3.6 allows refusing the others). */
+	rc = mbox_get(s, name, &mb);
+	if (rc != STORE_OK) {
+		mbox_store_no(s, rc, cmd->name);
+		return;
+	}
+	store_req *r = store_req_new();
+	if (!r) {
+		imap_no(s, "UNAVAILABLE", "Out of memory");
+		return;
+	}
+	store_req_mailbox_subscribe(r, mb.id, on);
+	imap_submit(s, r, mbox_write_done);
+}
+
+/* -------------------------------------------------------- LIST/LSUB */
+
+/*
+ * Match NAME against PATTERN (RFC 3501 §6.3.8): "*" matches anything, "%"
+ * anything but the delimiter.  Dynamic programming over the name, so a
+ * pattern of many wildcards costs len(pattern) * len(name), never more.
+ * INBOX is matched case-insensitively, as its name is.
+ */
+static bool mbox_match(const char *pat, size_t plen, const char *name, bool *nomem)
+{
+	size_t nlen = strlen(name);
+	size_t ci = (strncmp(name, "INBOX", 5) == 0 && (name[5] == '\0' || name[5] == DELIM)) ? 5 : 0;
+	bool *cur = calloc(nlen + 1, sizeof *cur), *nxt = calloc(nlen + 1, sizeof *nxt);
+	bool res = false;
+
+	if (!cur || !nxt) {
+		*nomem = true;
+		goto out;
+	}
+	cur[0] = true;
+	for (size_t i = 0; i < plen; i++) {
+		char pc = pat[i];
+		if (pc == '*' || pc == '%') {
+			bool any = false;
+			for (size_t j = 0; j <= nlen; j++) {
+				if (pc == '%' && j > 0 && name[j - 1] == DELIM)
+					any = false;
+				any = any || cur[j];
+				nxt[j] = any;
+			}
+		} else {
+			nxt[0] = false;
+			for (size_t j = 1; j <= nlen; j++) {
+				char nc = name[j - 1];
+				bool eq = j <= ci ? (pc | 0x20) == (nc | 0x20) : pc == nc;
+				nxt[j] = cur[j - 1] && eq;
+			}
+		}
+		bool *tmp = cur;
+		cur = nxt;
+		nxt = tmp;
+	}
+	res = cur[nlen];
+out:
+	free(cur);
+	free(nxt);
+	return res;
+}
+
+static void list_write_one(struct imap_session *s, const char *verb, const struct mbox_entry *e,
+                           bool children, bool show_subscribed)
+{
+	static const struct {
+		uint32_t bit;
+		const char *attr;
+	} uses[] = {
+		{ STORE_USE_SENT, "\\Sent" },   { STORE_USE_DRAFTS, "\\Drafts" },
+		{ STORE_USE_TRASH, "\\Trash" }, { STORE_USE_JUNK, "\\Junk" },
+		{ STORE_USE_ARCHIVE, "\\Archive" },
+	};
+	struct imap_wbuf *w = &s->out;
+
+	imap_write_str(w, "* ");
+	imap_write_str(w, verb);
+	imap_write_str(w, children ? " (\\HasChildren" : " (\\HasNoChildren");
+	if (show_subscribed && e->subscribed)
+		imap_write_str(w, " \\Subscribed");
+	for (size_t i = 0; i < sizeof uses / sizeof uses[0]; i++) {
+		if (e->special_use & uses[i].bit) {
+			imap_write_byte(w, ' ');
+			imap_write_str(w, uses[i].attr);
+		}
+	}
+	imap_write_str(w, ") \"/\" ");
+	imap_write_mailbox(w, e->name, strlen(e->name), imap_write_flags(s));
+	imap_write_crlf(w);
+}
+
+void imap_cmd_list(struct imap_session *s, struct imap_cmd *cmd)
+{
+	bool lsub = strcmp(cmd->name, "LSUB") == 0;
+	struct imap_list a;
+	struct mbox_list l;
+	char **full;
+	bool nomem = false;
+	int rc;
+
+	if (imap_parse_sp(cmd) || imap_parse_list(cmd, &a) || imap_parse_end(cmd)) {
+		imap_bad(s, NULL, "%s", cmd->error);
+		return;
+	}
+	if (lsub && a.extended) {
+		imap_bad(s, NULL, "LSUB takes a reference and one pattern");
+		return;
+	}
+	if (a.nsel > 0 && (a.known & 0xff) == 0) {
+		imap_bad(s, NULL, "Unsupported LIST selection option");
+		return;
+	}
+	bool only_subscribed = lsub || (a.known & IMAP_LIST_SEL_SUBSCRIBED);
+	bool only_special = a.known & IMAP_LIST_SEL_SPECIAL_USE;
+
+	/* RFC 3501 §6.3.8: an empty pattern asks for the delimiter and the
+	 * root of the reference. */
+	if (a.npatterns == 1 && a.patterns[0].len == 0) {
+		if (!lsub) {
+			const char *slash = a.reference.len ? memchr(a.reference.s, DELIM, a.reference.len)
+			                                    : NULL;
+			imap_write_str(&s->out, "* LIST (\\Noselect) \"/\" ");
+			if (slash)
+				imap_write_mailbox(&s->out, a.reference.s,
+				                   (size_t)(slash - a.reference.s) + 1,
+				                   imap_write_flags(s));
+			else
+				imap_write_str(&s->out, "\"\"");
+			imap_write_crlf(&s->out);
+		}
+		imap_ok(s, NULL, "%s completed", cmd->name);
+		return;
+	}
+	full = imap_cmd_alloc(cmd, a.npatterns * sizeof *full);
+	if (!full) {
+		imap_no(s, "UNAVAILABLE", "Out of memory");
+		return;
+	}
+	/* The reference and the pattern are read as one left-to-right name. */
+	for (size_t i = 0; i < a.npatterns; i++) {
+		size_t n = a.reference.len + a.patterns[i].len;
+		full[i] = imap_cmd_alloc(cmd, n + 1);
+		if (!full[i]) {
+			imap_no(s, "UNAVAILABLE", "Out of memory");
+			return;
+		}
+		memcpy(full[i], a.reference.s, a.reference.len);
+		memcpy(full[i] + a.reference.len, a.patterns[i].s, a.patterns[i].len);
+		full[i][n] = '\0';
+	}
+	rc = mbox_list_load(s, &l);
+	if (rc != STORE_OK) {
+		mbox_store_no(s, rc, cmd->name);
+		return;
+	}
+	for (size_t i = 0; i < l.n && !nomem; i++) {
+		const struct mbox_entry *e = &l.v[i];
+		bool hit = false;
+		if (only_subscribed && !e->subscribed)
+			continue;
+		if (only_special && !e->special_use)
+			continue;
+		for (size_t k = 0; k < a.npatterns && !hit; k++)
+			hit = mbox_match(full[k], strlen(full[k]), e->name, &nomem);
+		if (hit)
+			list_write_one(s, lsub ? "LSUB" : "LIST", e, mbox_has_children(&l, e->name),
+			               !lsub && (a.known & (IMAP_LIST_SEL_SUBSCRIBED |
+			                                    IMAP_LIST_RET_SUBSCRIBED)));
+	}
+	mbox_list_free(&l);
+	if (nomem) {
+		imap_wbuf_reset(&s->out);
+		imap_no(s, "UNAVAILABLE", "Out of memory");
+		return;
+	}
+	imap_ok(s, NULL, "%s completed", cmd->name);
+}
+
+/* ------------------------------------------------------------- STATUS */
+
+struct recent_count {
+	uint32_t n;
+};
+
+static int count_one(const struct store_message *m, void *arg)
+{
+	((struct recent_count *)arg)->n++;
+	return 0;
+}
+
+void imap_cmd_status(struct imap_session *s, struct imap_cmd *cmd)
+{
+	struct imap_str name;
+	struct store_mailbox mb;
+	struct recent_count rc_n = { 0 };
+	unsigned items;
+	store_txn *t;
+	int rc;
+
+	if (imap_parse_sp(cmd) || imap_parse_mailbox(cmd, &name) || imap_parse_sp(cmd) ||
+	    imap_parse_status_items(cmd, &items) || imap_parse_end(cmd)) {
+		imap_bad(s, NULL, "%s", cmd->error);
+		return;
+	}
+	t = store_read_begin(conn_store(s->c));
+	if (!t) {
+		imap_no(s, "UNAVAILABLE", "Cannot read the store, try later");
+		return;
+	}
+	rc = store_mailbox_get(t, s->user_id, name.s, &mb);
+	/* RECENT costs only the messages above the claim, not the mailbox. */
+	if (rc == STORE_OK && (items & IMAP_STATUS_RECENT))
+		rc = store_message_foreach(t, mb.id, imap_recent_claimed(mb.id) + 1, count_one, &rc_n);
+	store_read_end(t);
+	if (rc != STORE_OK) {
+		mbox_store_no(s, rc, "STATUS");
+		return;
+	}
+	struct imap_wbuf *w = &s->out;
+	const char *sep = "";
+	imap_write_str(w, "* STATUS ");
+	imap_write_mailbox(w, name.s, name.len, imap_write_flags(s));
+	imap_write_str(w, " (");
+#define STATUS_ITEM(bit, label, value)                \
+	do {                                          \
+		if (items & (bit)) {                  \
+			imap_write_str(w, sep);       \
+			imap_write_str(w, label " "); \
+			imap_write_u64(w, (value));   \
+			sep = " ";                    \
+		}                                     \
+	} while (0)
+	STATUS_ITEM(IMAP_STATUS_MESSAGES, "MESSAGES", mb.messages);
+	STATUS_ITEM(IMAP_STATUS_RECENT, "RECENT", rc_n.n);
+	STATUS_ITEM(IMAP_STATUS_UIDNEXT, "UIDNEXT", mb.uidnext);
+	STATUS_ITEM(IMAP_STATUS_UIDVALIDITY, "UIDVALIDITY", mb.uidvalidity);
+	STATUS_ITEM(IMAP_STATUS_UNSEEN, "UNSEEN", mb.unseen);
+	STATUS_ITEM(IMAP_STATUS_DELETED, "DELETED", mb.deleted);
+	STATUS_ITEM(IMAP_STATUS_SIZE, "SIZE", mb.bytes);
+	STATUS_ITEM(IMAP_STATUS_HIGHESTMODSEQ, "HIGHESTMODSEQ", mb.highestmodseq);
+	STATUS_ITEM(IMAP_STATUS_APPENDLIMIT, "APPENDLIMIT",
+	            conn_settings(s->c)->max_message_size);
+#undef STATUS_ITEM
+	imap_write_str(w, ")\r\n");
+	imap_ok(s, NULL, "STATUS completed");
+}
+
+/* ----------------------------------------------- CLOSE/UNSELECT/EXPUNGE */
+
+struct deleted_scan {
+	const struct imap_view *v;
+	const uint32_t *only;   /* UID EXPUNGE: the UIDs named, ascending */
+	size_t nonly;
+	store_req *r;
+	size_t n;
+};
+
+static int deleted_one(const struct store_message *m, void *arg)
+{
+	struct deleted_scan *x = arg;
+
+	if (!(m->flags & STORE_F_DELETED) || !imap_view_seq(x->v, m->uid))
+		return 0;
+	if (x->only) {
+		size_t lo = 0, hi = x->nonly;
+		while (lo < hi) {
+			size_t mid = lo + (hi - lo) / 2;
+			if (x->only[mid] < m->uid)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo == x->nonly || x->only[lo] != m->uid)
+			return 0;
+	}
+	store_req_expunge(x->r, x->v->mailbox_id, m->uid);
+	x->n++;
+	return 0;
+}
+
+/* A request expunging the view's messages with \Deleted (those of ONLY if
+ * given), in *R (NULL when there are none).  A STORE_* status. */
+static int expunge_request(struct imap_session *s, const uint32_t *only, size_t nonly,
+                           store_req **r)
+{
+	struct deleted_scan x = { .v = &s->view, .only = only, .nonly = nonly };
+	store_txn *t;
+	int rc;
+
+	*r = NULL;
+	x.r = store_req_new();
+	if (!x.r)
+		return STORE_TEMPFAIL;
+	t = store_read_begin(conn_store(s->c));
+	if (!t) {
+		store_req_free(x.r);
+		return STORE_TEMPFAIL;
+	}
+	uint32_t first = only ? (nonly ? only[0] : UINT32_MAX) : 1;
+	rc = nonly || !only ? store_message_foreach(t, s->view.mailbox_id, first, deleted_one, &x)
+	                    : STORE_OK;
+	store_read_end(t);
+	if (rc != STORE_OK || x.n == 0) {
+		store_req_free(x.r);
+		return rc;
+	}
+	*r = x.r;
+	return STORE_OK;
+}
+
+static void close_done(struct imap_session *s, store_req *r)
+{
+	int rc = store_req_status(r);
+
+	if (rc == STORE_OK)
+		imap_ok(s, NULL, "CLOSE completed");
+	else
+		imap_no(s, "UNAVAILABLE", "Mailbox closed, but deleted messages not removed: %s",
+		        store_strerror(rc));
+}
+
+void imap_cmd_close(struct imap_session *s, struct imap_cmd *cmd)
+{
+	bool unselect = strcmp(cmd->name, "UNSELECT") == 0;
+	store_req *r = NULL;
+	int rc = STORE_OK;
+
+	if (imap_parse_end(cmd) != IMAP_PARSE_OK) {
+		imap_bad(s, NULL, "%s", cmd->error);
+		return;
+	}
+	/* RFC 3501 §6.4.2: CLOSE expunges silently, and only when the mailbox
+	 * is read-write; UNSELECT (RFC 3691) never does. */
+	if (!unselect && !s->view.readonly)
+		rc = expunge_request(s, NULL, 0, &r);
+	imap_view_close(s); /* the state is AUTH whatever comes next */
+	if (rc != STORE_OK) {
+		imap_no(s, "UNAVAILABLE", "Mailbox closed, but deleted messages not removed: %s",
+		        store_strerror(rc));
+		return;
+	}
+	if (!r) {
+		imap_ok(s, NULL, "%s completed", cmd->name);
+		return;
+	}
+	imap_submit(s, r, close_done);
+}
+
+static void expunge_done(struct imap_session *s, store_req *r)
+{
+	int rc = store_req_status(r);
+
+	if (rc == STORE_OK)
+		imap_ok(s, NULL, "EXPUNGE completed");
+	else
+		mbox_store_no(s, rc, "EXPUNGE");
+}
+
+void imap_cmd_expunge(struct imap_session *s, struct imap_cmd *cmd)
+{
+	uint32_t *uids = NULL;
+	size_t n = 0;
+	store_req *r;
+	int rc;
+
+	if (cmd->uid) {
+		/* RFC 4315 §2.1: only the named UIDs that have \Deleted. */
+		struct imap_seqset set;
+		if (imap_parse_sp(cmd) || imap_parse_seqset(cmd, &set) || imap_parse_end(cmd)) {
+			imap_bad(s, NULL, "%s", cmd->error);
+			return;
+		}
+		if (imap_view_resolve(s, &set, true, &uids, &n) != 0)
+			return;
+	} else if (imap_parse_end(cmd) != IMAP_PARSE_OK) {
+		imap_bad(s, NULL, "%s", cmd->error);
+		return;
+	}
+	if (s->view.readonly) {
+		imap_no(s, "READ-ONLY", "Mailbox is read-only");
+		return;
+	}
+	rc = expunge_request(s, cmd->uid ? uids : NULL, n, &r);
+	if (rc != STORE_OK) {
+		mbox_store_no(s, rc, "EXPUNGE");
+		return;
+	}
+	if (!r) {
+		imap_ok(s, NULL, "EXPUNGE completed");
+		return;
+	}
+	imap_submit(s, r, expunge_done);
+}
