@@ -6,6 +6,7 @@
  * through the store's change feed (within a second for IDLE clients).
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,16 +176,99 @@ static int user_list(const struct cfg *cfg)
 	return rc;
 }
 
+/* "0" or "none": no limit; otherwise a number with an optional K/M/G/T
+ * suffix (powers of 1024), as in the config file. */
+static int parse_quota(const char *arg, bool size, uint64_t *out)
+{
+	char *end;
+	if (!strcmp(arg, "none")) {
+		*out = 0;
+		return 0;
+	}
+	errno = 0;
+	unsigned long long v = strtoull(arg, &end, 10);
+	if (errno || end == arg || arg[0] == '-')
+		return -1;
+	if (size && *end) {
+		const char *units = "KMGT";
+		const char *u = strchr(units, *end & ~0x20);
+		if (!u || end[1])
+			return -1;
+		for (const char *k = units; k <= u; k++) {
+			if (v > UINT64_MAX / 1024)
+				return -1;
+			v *= 1024;
+		}
+	} else if (*end) {
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+/*
+ * `user quota NAME` shows the quota and usage; with --bytes SIZE and/or
+ * --messages N it sets them (0 or "none": no limit), keeping the other.
+ */
+static int user_quota(const struct cfg *cfg, const char *name, const char **opts, int nopts)
+{
+	bool set_bytes = false, set_msgs = false;
+	uint64_t bytes = 0, msgs = 0;
+	for (int i = 0; i < nopts; i += 2) {
+		bool is_bytes = !strcmp(opts[i], "--bytes");
+		if ((!is_bytes && strcmp(opts[i], "--messages")) || i + 1 >= nopts)
+			return CLI_EX_USAGE;
+		if (parse_quota(opts[i + 1], is_bytes, is_bytes ? &bytes : &msgs) != 0) {
+			fprintf(stderr, "onebox: bad quota value: %s\n", opts[i + 1]);
+			return CLI_EX_ERROR;
+		}
+		*(is_bytes ? &set_bytes : &set_msgs) = true;
+	}
+	if (drop_privileges(cfg) != 0)
+		return CLI_EX_ERROR;
+	store *s = open_store(cfg, false, NULL);
+	if (!s)
+		return CLI_EX_ERROR;
+	struct store_user u;
+	int st = STORE_TEMPFAIL;
+	store_txn *t = store_read_begin(s);
+	if (t) {
+		st = store_user_get(t, name, &u);
+		if (st == STORE_OK && !set_bytes && !set_msgs)
+			printf("%s: storage %" PRIu64 " of %" PRIu64 " bytes, "
+			       "%" PRIu64 " of %" PRIu64 " messages (0: no limit)\n",
+			       u.name, u.used_bytes, u.quota_bytes, u.used_messages,
+			       u.quota_messages);
+		if (st == STORE_OK) {
+			bytes = set_bytes ? bytes : u.quota_bytes;
+			msgs = set_msgs ? msgs : u.quota_messages;
+		}
+		store_read_end(t);
+	}
+	if (st == STORE_OK && (set_bytes || set_msgs)) {
+		store_req *r = store_req_new();
+		store_req_user_quota(r, name, bytes, msgs);
+		st = store_req_run(s, r);
+	}
+	store_close(s);
+	if (st == STORE_OK)
+		return CLI_EX_OK;
+	fprintf(stderr, "onebox: %s: %s\n", name,
+	        st == STORE_NOTFOUND ? "no such user" : store_strerror(st));
+	return CLI_EX_ERROR;
+}
+
 static int cmd_user(const char **args, int nargs, const char *cfgfile)
 {
 	if (nargs < 1)
 		return CLI_EX_USAGE;
 	const char *verb = args[0];
+	bool quota = !strcmp(verb, "quota");
 	bool needs_name = strcmp(verb, "list") != 0;
-	if (nargs != (needs_name ? 2 : 1))
+	if (quota ? nargs < 2 : nargs != (needs_name ? 2 : 1))
 		return CLI_EX_USAGE;
 	if (strcmp(verb, "add") && strcmp(verb, "passwd") && strcmp(verb, "del") &&
-	    strcmp(verb, "list"))
+	    strcmp(verb, "list") && !quota)
 		return CLI_EX_USAGE;
 	struct cfg *cfg = load(cfgfile);
 	if (!cfg)
@@ -196,6 +280,8 @@ static int cmd_user(const char **args, int nargs, const char *cfgfile)
 		rc = set_password(cfg, args[1], false);
 	else if (!strcmp(verb, "del"))
 		rc = user_del(cfg, args[1]);
+	else if (quota)
+		rc = user_quota(cfg, args[1], args + 2, nargs - 2);
 	else
 		rc = user_list(cfg);
 	cfg_free(cfg);

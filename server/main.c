@@ -32,6 +32,8 @@ static void usage(FILE *f)
 	        "  user passwd NAME       set a user's password from stdin\n"
 	        "  user del NAME          delete a user and all their mail\n"
 	        "  user list              list users\n"
+	        "  user quota NAME [--bytes SIZE] [--messages N]\n"
+	        "                         show, or set (0: no limit), a user's quota\n"
 	        "  deliver NAME           store the message on stdin in NAME's INBOX\n"
 	        "                         (exit 0 stored, 67 no such user, 75 try later)\n"
 	        "  version                print the version\n"

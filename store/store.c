@@ -2638,7 +2638,8 @@ static void deliver_done(store *s)
 	if (commit > s->known_commit)
 		s->known_commit = commit;
 	if (n || all) {
-		qsort(ids, n, sizeof *ids, cmp_u32);
+		if (n > 1)
+			qsort(ids, n, sizeof *ids, cmp_u32);
 		watches_notify(s, ids, n, all);
 	}
 	free(ids);

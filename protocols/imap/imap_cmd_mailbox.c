@@ -279,7 +279,8 @@ static int mbox_list_load(struct imap_session *s, struct mbox_list *l)
 		mbox_list_free(l);
 		return rc;
 	}
-	qsort(l->v, l->n, sizeof *l->v, cmp_entry);
+	if (l->n > 1)
+		qsort(l->v, l->n, sizeof *l->v, cmp_entry);
 	return STORE_OK;
 }
 

@@ -159,7 +159,8 @@ static struct sk *compile(struct compile_env *e, const struct imap_search_key *k
 		}
 		/* Cheap first, so AND and OR short-circuit before a body is read.
 		 * Order does not change the result: evaluation has no side effects. */
-		qsort(c->kids, c->nkids, sizeof(*c->kids), cmp_cost);
+		if (c->nkids > 1)
+			qsort(c->kids, c->nkids, sizeof(*c->kids), cmp_cost);
 		return c;
 	}
 	case IMAP_SK_KEYWORD: case IMAP_SK_UNKEYWORD:

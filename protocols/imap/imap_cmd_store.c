@@ -276,7 +276,8 @@ static void store_done(struct imap_session *s, store_req *r)
 			collect_flag_change(&ch, &fc);
 		}
 	}
-	qsort(fc.uids, fc.n, sizeof(*fc.uids), cmp_u32);
+	if (fc.n > 1)
+		qsort(fc.uids, fc.n, sizeof(*fc.uids), cmp_u32);
 
 	uint64_t kwbits = keyword_bits(x->fs.kw, x->fs.nkw, names, nnames);
 	uint32_t prev = 0;
