@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh - install what the tests need, build onebox with AddressSanitizer
-# and UBSan in build-test/, run the C unit tests (meson test) and the
-# protocol tests (pytest with Debian's python3), and end with one line:
+# and UBSan in build-test/, run the C unit tests (meson test), the
+# protocol tests (pytest with Debian's python3) and each fuzz target for a
+# short bounded time (tests/fuzz/run.sh, clang), and end with one line:
 #   N passed, M failed
 # Exit status 0 only when nothing failed and something passed.
 # Works on a fresh Debian 12 machine as root (or with sudo): the packages
@@ -111,5 +112,22 @@ fi
 PASSED=$((PASSED + p_pass))
 FAILED=$((FAILED + p_fail))
 say "protocol tests: $p_pass passed, $p_fail failed"
+
+# --- 4. Fuzzing, bounded ------------------------------------------------
+# Each libFuzzer target (tests/fuzz/) runs FUZZ_SECONDS (default 15) under
+# ASan and UBSan from its seed corpus; one pass or failure per target.
+FUZZ_SECONDS=${FUZZ_SECONDS:-15}
+say "tests/fuzz/run.sh $FUZZ_SECONDS (libFuzzer targets, clang)"
+fuzz_out=$(tests/fuzz/run.sh "$FUZZ_SECONDS" </dev/null 2>&1 | tee /dev/stderr
+	exit "${PIPESTATUS[0]}")
+fuzz_status=$?
+f_pass=$(printf '%s\n' "$fuzz_out" | grep -c '^fuzz [a-z0-9]*: ok')
+f_fail=$(printf '%s\n' "$fuzz_out" | grep -c '^fuzz [a-z0-9]*: FAILED')
+if [ "$fuzz_status" -ne 0 ] && [ "$f_fail" -eq 0 ]; then
+	f_fail=1
+fi
+PASSED=$((PASSED + f_pass))
+FAILED=$((FAILED + f_fail))
+say "fuzz targets: $f_pass passed, $f_fail failed"
 
 finish "$PASSED" "$FAILED"

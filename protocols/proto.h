@@ -144,6 +144,35 @@ typedef void (*conn_auth_cb)(conn *c, void *sess, bool ok, const char *user,
 void conn_auth_password(conn *c, const char *user, const char *password,
                         conn_auth_cb cb);
 
+/*
+ * The same family with a caller's ARG instead of the session (used by
+ * protocols/sasl.c, whose exchange object is not the session).  Every
+ * answer comes from the loop, never from inside the call; a failure is
+ * delayed per the guessing limits (auth.fail_*), a success never.
+ */
+typedef void (*conn_auth_arg_cb)(conn *c, void *arg, bool ok, const char *user,
+                                 uint32_t user_id);
+/* conn_auth_password with ARG; the verification cache applies. */
+void conn_auth_password_arg(conn *c, const char *user, const char *password,
+                            conn_auth_arg_cb cb, void *arg);
+
+/* SCRAM-SHA-256 credentials of a user, looked up in a short read
+ * transaction on the loop (no hashing: the client does the PBKDF2). */
+struct conn_scram_cred {
+	bool found;          /* false: no such user, or no SCRAM secret stored */
+	uint32_t user_id;
+	char user[256];      /* canonical name when found */
+	/* RFC 5803 "SCRAM-SHA-256$iter:salt$StoredKey:ServerKey".  When not
+	 * found, a fake one with a salt stable per name, so that unknown
+	 * users cannot be told apart by their salt (RFC 5802 section 9). */
+	char secret[256];
+};
+void conn_auth_scram_lookup(conn *c, const char *user, struct conn_scram_cred *out);
+/* Account for the outcome of a check the front-end did itself (SCRAM):
+ * log, count failures, delay them, then CB from the loop. */
+void conn_auth_report(conn *c, const char *user, bool ok, uint32_t user_id,
+                      conn_auth_arg_cb cb, void *arg);
+
 /* ------------------------------------------------------------ logging */
 
 /* Peer address as "ip:port" or "unix". */

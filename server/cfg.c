@@ -232,6 +232,7 @@ enum key_kind {
 	KEY_PORT,     /* int; a plain integer */
 	KEY_SIZE,     /* size_t; integer bytes or "50M" */
 	KEY_SECONDS,  /* unsigned; integer seconds or "30m" */
+	KEY_MILLIS,   /* unsigned milliseconds; integer seconds, or "250ms", "2s", "1m" */
 	KEY_CHOICE,   /* an enum field, written as the index into CHOICES */
 	KEY_GROUP,    /* a { } group, handled by LOAD */
 	KEY_LIST,     /* a ( ) list, handled by LOAD */
@@ -295,6 +296,7 @@ static const char *kind_text(enum key_kind kind)
 	case KEY_PORT: return "an integer";
 	case KEY_SIZE: return "a size: an integer number of bytes, or a string like \"50M\" (K, M, G, T)";
 	case KEY_SECONDS: return "a duration: an integer number of seconds, or a string like \"30m\" (s, m, h, d)";
+	case KEY_MILLIS: return "a duration: an integer number of seconds, or a string like \"250ms\" or \"2s\" (ms, s, m, h)";
 	case KEY_CHOICE: return "a string";
 	case KEY_GROUP: return "a group: { ... }";
 	case KEY_LIST: return "a list: ( { ... }, ... )";
@@ -359,13 +361,25 @@ static bool int_truncated(struct loader *ld, const config_setting_t *s, long lon
 	return truncated && !exact;
 }
 
-/* A number-valued key (count, port, size, seconds) into *OUT; false after
- * reporting why not. */
+/* "250ms": digits then "ms", into *OUT as milliseconds. */
+static bool parse_millis(const char *s, uint64_t *out)
+{
+	size_t n = strlen(s);
+	char num[24];
+	if (n < 3 || n - 2 >= sizeof num || strcmp(s + n - 2, "ms") != 0)
+		return false;
+	memcpy(num, s, n - 2);
+	num[n - 2] = '\0';
+	return parse_units(num, NULL, false, out);
+}
+
+/* A number-valued key (count, port, size, seconds, milliseconds) into *OUT;
+ * false after reporting why not. */
 static bool get_number(struct loader *ld, const config_setting_t *s, const char *label,
                        const struct key *k, uint64_t *out)
 {
 	const struct unit *units = k->kind == KEY_SIZE ? size_units :
-	                           k->kind == KEY_SECONDS ? time_units : NULL;
+	                           k->kind == KEY_SECONDS || k->kind == KEY_MILLIS ? time_units : NULL;
 	char shown[64];
 	uint64_t v;
 	int type = config_setting_type(s);
@@ -391,21 +405,31 @@ static bool get_number(struct loader *ld, const config_setting_t *s, const char 
 		}
 		v = (uint64_t)n;
 		snprintf(shown, sizeof shown, "%lld", n);
+		if (k->kind == KEY_MILLIS)
+			v = v > UINT64_MAX / 1000 ? UINT64_MAX : v * 1000;
 	} else if (type == CONFIG_TYPE_STRING && units) {
 		const char *str = config_setting_get_string(s);
-		if (!parse_units(str, units, k->kind == KEY_SIZE, &v)) {
+		if (!(k->kind == KEY_MILLIS && parse_millis(str, &v)) &&
+		    !parse_units(str, units, k->kind == KEY_SIZE, &v)) {
 			err(ld, s, "%s \"%s\" is not %s", label, str, kind_text(k->kind));
 			return false;
 		}
 		snprintf(shown, sizeof shown, "%s", str);
+		if (k->kind == KEY_MILLIS && !parse_millis(str, &v))
+			v = v > UINT64_MAX / 1000 ? UINT64_MAX : v * 1000;
 	} else {
 		err(ld, s, "%s must be %s", label, kind_text(k->kind));
 		return false;
 	}
 	if (v < k->min || v > k->max) {
 		char lo[32], hi[32];
-		format_units(lo, sizeof lo, k->min, units);
-		format_units(hi, sizeof hi, k->max, units);
+		if (k->kind == KEY_MILLIS) {
+			snprintf(lo, sizeof lo, "%llums", (unsigned long long)k->min);
+			snprintf(hi, sizeof hi, "%llums", (unsigned long long)k->max);
+		} else {
+			format_units(lo, sizeof lo, k->min, units);
+			format_units(hi, sizeof hi, k->max, units);
+		}
 		err(ld, s, "%s %s is out of range %s-%s%s%s", label, shown, lo, hi,
 		    k->why ? ": " : "", k->why ? k->why : "");
 		return false;
@@ -466,6 +490,7 @@ static void load_value(struct loader *ld, const config_setting_t *s, const char 
 		return;
 	case KEY_COUNT:
 	case KEY_SECONDS:
+	case KEY_MILLIS:
 		if (get_number(ld, s, label, k, &v))
 			*(unsigned *)dst = (unsigned)v;
 		return;
@@ -609,12 +634,31 @@ static void load_tls(struct loader *ld, const config_setting_t *s)
 
 static const struct key auth_keys[] = {
 	{.name = "allow_plaintext", .kind = KEY_BOOL, .off = CFG(proto.allow_plaintext)},
+	{.name = "cache_ttl", .kind = KEY_SECONDS, .off = CFG(auth.cache_ttl), .min = 0, .max = DAY},
+	{.name = "cache_size", .kind = KEY_COUNT, .off = CFG(auth.cache_size),
+	 .min = 1, .max = 10000000},
+	{.name = "scram_iterations", .kind = KEY_COUNT, .off = CFG(auth.scram_iterations),
+	 .min = 4096, .max = 10000000,
+	 .why = "RFC 7677 section 4 asks for at least 4096 iterations"},
+	{.name = "fail_delay", .kind = KEY_MILLIS, .off = CFG(auth.fail_delay), .min = 0,
+	 .max = 60 * 1000},
+	{.name = "fail_delay_max", .kind = KEY_MILLIS, .off = CFG(auth.fail_delay_max), .min = 0,
+	 .max = 10 * 60 * 1000},
+	{.name = "fail_threshold", .kind = KEY_COUNT, .off = CFG(auth.fail_threshold),
+	 .min = 0, .max = 1000000},
+	{.name = "fail_window", .kind = KEY_SECONDS, .off = CFG(auth.fail_window),
+	 .min = 1, .max = DAY},
+	{.name = "fail_table_size", .kind = KEY_COUNT, .off = CFG(auth.fail_table_size),
+	 .min = 16, .max = 10000000},
 	{0},
 };
 
 static void load_auth(struct loader *ld, const config_setting_t *s)
 {
 	load_group(ld, s, "auth.", "in group 'auth'", auth_keys, ld->c);
+	if (ld->c->auth.fail_delay_max < ld->c->auth.fail_delay)
+		err(ld, s, "auth.fail_delay_max (%ums) must not be less than auth.fail_delay (%ums)",
+		    ld->c->auth.fail_delay_max, ld->c->auth.fail_delay);
 }
 
 static const struct key pop3_keys[] = {
@@ -854,6 +898,16 @@ static void set_defaults(struct cfg *c)
 		.imap_idle_timeout = 30 * MINUTE,
 		.pop3_idle_timeout = 10 * MINUTE,
 		.lmtp_timeout = 5 * MINUTE,
+	};
+	c->auth = (struct cfg_auth){
+		.cache_ttl = 5 * MINUTE,
+		.cache_size = 10000,
+		.scram_iterations = 4096,
+		.fail_delay = 1000,
+		.fail_delay_max = 15000,
+		.fail_threshold = 5,
+		.fail_window = 15 * MINUTE,
+		.fail_table_size = 10000,
 	};
 	c->proto = (struct proto_settings){
 		.allow_plaintext = false,

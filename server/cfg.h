@@ -37,6 +37,19 @@ struct cfg_limits {
 	unsigned lmtp_timeout;         /* seconds between LMTP commands */
 };
 
+/* auth.*: the verification cache, SCRAM and the guessing limits
+ * (docs/security.md).  Delays are in milliseconds. */
+struct cfg_auth {
+	unsigned cache_ttl;            /* seconds a verified password is cached; 0: off */
+	unsigned cache_size;           /* entries at most */
+	unsigned scram_iterations;     /* PBKDF2 rounds for new SCRAM secrets */
+	unsigned fail_delay;           /* ms: the first delay */
+	unsigned fail_delay_max;       /* ms: the cap of the doubling delay */
+	unsigned fail_threshold;       /* failures per address/user before they are delayed */
+	unsigned fail_window;          /* seconds after which an address/user's failures are forgotten */
+	unsigned fail_table_size;      /* addresses and users tracked, each */
+};
+
 struct cfg {
 	char *file;                    /* the path it was loaded from */
 	char *user;                    /* drop privileges to this user; NULL: don't */
@@ -56,6 +69,7 @@ struct cfg {
 	size_t nlisten;
 
 	struct cfg_limits limits;
+	struct cfg_auth auth;
 	struct proto_settings proto;   /* what the front-ends read */
 };
 

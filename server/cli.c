@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "server/cli.h"
+#include "protocols/sasl.h"
 #include "server/server.h"
 #include "store/store.h"
 
@@ -96,26 +97,34 @@ static int set_password(const struct cfg *cfg, const char *name, bool add)
 	if (read_password(pw, sizeof pw) != 0)
 		return CLI_EX_ERROR;
 	char *hash = auth_hash_password(pw);
+	/* The SCRAM-SHA-256 secret (RFC 5802 section 3) is derived now, the
+	 * only time the clear password is at hand; it is never stored. */
+	char *scram = sasl_scram_make(pw, cfg->auth.scram_iterations);
 	explicit_bzero(pw, sizeof pw);
-	if (!hash) {
+	if (!hash || !scram) {
 		fprintf(stderr, "onebox: password hashing failed\n");
+		free(hash);
+		free(scram);
 		return CLI_EX_ERROR;
 	}
 	if (drop_privileges(cfg) != 0) {
 		free(hash);
+		free(scram);
 		return CLI_EX_ERROR;
 	}
 	store *s = open_store(cfg, false, NULL);
 	if (!s) {
 		free(hash);
+		free(scram);
 		return CLI_EX_ERROR;
 	}
 	store_req *r = store_req_new();
 	if (add)
-		store_req_user_add(r, name, hash);
+		store_req_user_add_scram(r, name, hash, scram);
 	else
-		store_req_user_passwd(r, name, hash);
+		store_req_user_passwd_scram(r, name, hash, scram);
 	free(hash);
+	free(scram);
 	int st = store_req_run(s, r);
 	store_close(s);
 	switch (st) {

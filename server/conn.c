@@ -106,6 +106,7 @@ struct conn {
 	bool counted;       /* in srv->nconns (see release_slot) */
 	bool addr_counted;  /* in srv->per_addr */
 	unsigned char addr[16]; /* IPv6, or IPv4-mapped IPv6 */
+	unsigned auth_failures; /* failed logins on this connection (auth.c) */
 	char *user;
 	char peer[64];
 };
@@ -1101,6 +1102,16 @@ store *conn_store(conn *c)
 const struct proto_settings *conn_settings(conn *c)
 {
 	return &c->srv->cfg->proto;
+}
+
+const unsigned char *conn_addr(const conn *c)
+{
+	return strcmp(c->peer, "unix") == 0 || strcmp(c->peer, "unknown") == 0 ? NULL : c->addr;
+}
+
+unsigned *conn_auth_failures(conn *c)
+{
+	return &c->auth_failures;
 }
 
 struct server *conn_server(const conn *c)

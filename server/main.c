@@ -122,6 +122,7 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 	log_msg(LOGL_INFO, "signal %d: stopping", signum);
 	listeners_close(srv);
 	conn_close_all(srv);
+	auth_stop();
 	uv_close((uv_handle_t *)&st->sig_term, on_close_noop);
 	uv_close((uv_handle_t *)&st->sig_int, on_close_noop);
 	uv_close((uv_handle_t *)&st->sig_hup, on_close_noop);

@@ -54,6 +54,10 @@ void conn_close_all(struct server *srv);
 /* The server and the front-end session of a connection (for auth.c). */
 struct server *conn_server(const conn *c);
 void *conn_session(const conn *c);
+/* The client's IP (16 bytes, IPv4 mapped into IPv6), NULL for a unix
+ * socket; and the connection's count of failed logins (for auth.c). */
+const unsigned char *conn_addr(const conn *c);
+unsigned *conn_auth_failures(conn *c);
 
 /* --- tls.c: certificate and key, reloadable on SIGHUP. */
 tls_creds *tls_creds_load(const char *cert, const char *key, const char *priorities,
@@ -69,6 +73,9 @@ char *auth_hash_password(const char *password);
 /* Compare PASSWORD with crypt(3) string HASH in constant time; an empty or
  * unusable HASH never matches (but costs the same time). */
 bool auth_check_password(const char *password, const char *hash);
+/* The daemon is stopping: answer every delayed login now (auth.c keeps
+ * failure answers waiting on timers; see docs/security.md). */
+void auth_stop(void);
 
 /* --- log.c: log lines on stderr. */
 void log_set_level(int level);           /* LOGL_* */

@@ -213,7 +213,12 @@ int mime_decode_base64(struct mime_buf *out, const char *s, size_t len)
 
 int mime_decode_qp(struct mime_buf *out, const char *s, size_t len)
 {
-	if (buf_reserve(out, len) < 0)
+	/* The output is at most the input, plus one octet for each bare LF,
+	 * which comes out as CRLF. */
+	size_t bare_lf = 0;
+	for (size_t i = 0; i < len; i++)
+		bare_lf += s[i] == '\n' && (i == 0 || s[i - 1] != '\r');
+	if (buf_reserve(out, len + bare_lf) < 0)
 		return -1;
 	size_t i = 0;
 	while (i < len) {

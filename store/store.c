@@ -32,6 +32,7 @@
 #define DEFAULT_MAP_SIZE ((size_t)1 << 30)
 #define NAME_MAX_LEN 255                /* user and mailbox names, octets */
 #define HASH_MAX_LEN 511                /* crypt(3) strings are far shorter */
+#define SCRAM_MAX_LEN 255               /* RFC 5803 strings: about 130 */
 #define MAX_READERS 1024                /* concurrent read txns (MDB_NOTLS) */
 #define WATCH_POLL_MS 200               /* other-process commit detection */
 #define PURGE_BATCH 64                  /* expunged records dropped per commit */
@@ -106,12 +107,15 @@ struct store_op {
 	enum op_kind kind;
 	char *user;             /* user name */
 	char *str;              /* hash, or mailbox name */
+	char *str2;             /* user add/passwd: SCRAM secret, or NULL */
 	store_msg *msg;
 	uint32_t mailbox_id, uid, dest_id;
 	uint32_t add, remove;   /* flags; add also: deliver flags, subscribe */
 	uint64_t n1, n2;        /* quota */
 	int64_t date;
 	enum store_flag_mode mode;      /* set_flags */
+	bool if_unchanged;      /* set_flags_if: test the modseq first */
+	uint64_t unchangedsince;
 	char **kw;              /* append, set_flags: keyword names (copies) */
 	size_t nkw;
 	bool invalid;           /* built from bad arguments: STORE_INVALID */
@@ -138,6 +142,7 @@ const char *store_strerror(int status)
 	case STORE_OVERQUOTA: return "quota exceeded";
 	case STORE_TEMPFAIL: return "temporary failure (disk or map full, I/O error)";
 	case STORE_CORRUPT: return "not a onebox store, or damaged";
+	case STORE_MODIFIED: return "modified since the given modseq";
 	default: return "unknown error";
 	}
 }
@@ -265,13 +270,15 @@ static struct dec dec_of(const MDB_val *v)
 
 /* ---------------------------------------------------------- the records */
 
-/* users: name -> this.  Later versions may append fields (SCRAM secrets);
- * readers ignore what follows the fields they know. */
+/* users: name -> this.  Later versions may append fields; readers ignore
+ * what follows the fields they know.  The SCRAM secret is such a field,
+ * appended after the name (records written before it simply end there). */
 struct urec {
-	struct store_user u;    /* name/pass_hash point into the arrays below */
+	struct store_user u;    /* name/pass_hash/scram point into the arrays below */
 	int64_t created;
 	char hash[HASH_MAX_LEN + 1];
 	char name[NAME_MAX_LEN + 1];
+	char scram[SCRAM_MAX_LEN + 1];
 };
 
 static int user_decode(const MDB_val *v, struct store_user *u, int64_t *created)
@@ -289,6 +296,7 @@ static int user_decode(const MDB_val *v, struct store_user *u, int64_t *created)
 		*created = c;
 	u->pass_hash = dec_str(&d, NULL);
 	u->name = dec_str(&d, NULL);
+	u->scram = d.pos < d.len ? dec_str(&d, NULL) : "";
 	return d.bad ? STORE_CORRUPT : STORE_OK;
 }
 
@@ -298,13 +306,15 @@ static int urec_decode(const MDB_val *v, struct urec *r)
 	int st = user_decode(v, &r->u, &r->created);
 	if (st)
 		return st;
-	size_t hl = strlen(r->u.pass_hash), nl = strlen(r->u.name);
-	if (hl > HASH_MAX_LEN || nl > NAME_MAX_LEN)
+	size_t hl = strlen(r->u.pass_hash), nl = strlen(r->u.name), sl = strlen(r->u.scram);
+	if (hl > HASH_MAX_LEN || nl > NAME_MAX_LEN || sl > SCRAM_MAX_LEN)
 		return STORE_CORRUPT;
 	memcpy(r->hash, r->u.pass_hash, hl + 1);
 	memcpy(r->name, r->u.name, nl + 1);
+	memcpy(r->scram, r->u.scram, sl + 1);
 	r->u.pass_hash = r->hash;
 	r->u.name = r->name;
+	r->u.scram = r->scram;
 	return STORE_OK;
 }
 
@@ -320,6 +330,8 @@ static size_t urec_encode(const struct urec *r, uint8_t *buf, size_t cap)
 	enc_u64(&e, (uint64_t)r->created);
 	enc_str(&e, r->hash, strlen(r->hash));
 	enc_str(&e, r->name, strlen(r->name));
+	if (r->scram[0])
+		enc_str(&e, r->scram, strlen(r->scram));
 	return e.over ? 0 : e.len;
 }
 
@@ -982,7 +994,7 @@ static int w_user_get(struct wtx *w, const char *name, struct urec *r)
 
 static int w_user_put(struct wtx *w, const struct urec *r)
 {
-	uint8_t buf[128 + HASH_MAX_LEN + NAME_MAX_LEN];
+	uint8_t buf[128 + HASH_MAX_LEN + NAME_MAX_LEN + SCRAM_MAX_LEN];
 	size_t n = urec_encode(r, buf, sizeof buf);
 	if (!n)
 		return STORE_INVALID;
@@ -1518,7 +1530,8 @@ static const struct {
 static int op_user_add(struct wtx *w, const struct store_op *op)
 {
 	const char *hash = op->str ? op->str : "";
-	if (!name_ok(op->user) || strlen(hash) > HASH_MAX_LEN)
+	const char *scram = op->str2 ? op->str2 : "";
+	if (!name_ok(op->user) || strlen(hash) > HASH_MAX_LEN || strlen(scram) > SCRAM_MAX_LEN)
 		return STORE_INVALID;
 	struct urec r;
 	int st = w_user_get(w, op->user, &r);
@@ -1537,6 +1550,7 @@ static int op_user_add(struct wtx *w, const struct store_op *op)
 	r.u.id = (uint32_t)next;
 	r.created = w->now;
 	memcpy(r.hash, hash, strlen(hash) + 1);
+	memcpy(r.scram, scram, strlen(scram) + 1);
 	memcpy(r.name, op->user, strlen(op->user) + 1);
 	uint8_t k[4];
 	be32_put(k, r.u.id);
@@ -1607,7 +1621,8 @@ static int op_user_del(struct wtx *w, const struct store_op *op)
 static int op_user_passwd(struct wtx *w, const struct store_op *op)
 {
 	const char *hash = op->str ? op->str : "";
-	if (strlen(hash) > HASH_MAX_LEN)
+	const char *scram = op->str2 ? op->str2 : "";
+	if (strlen(hash) > HASH_MAX_LEN || strlen(scram) > SCRAM_MAX_LEN)
 		return STORE_INVALID;
 	struct urec r;
 	if (!name_ok(op->user))
@@ -1616,6 +1631,9 @@ static int op_user_passwd(struct wtx *w, const struct store_op *op)
 	if (st)
 		return st;
 	memcpy(r.hash, hash, strlen(hash) + 1);
+	/* A new password without a SCRAM secret drops the old secret: it
+	 * would still accept the old password. */
+	memcpy(r.scram, scram, strlen(scram) + 1);
 	return w_user_put(w, &r);
 }
 
@@ -1787,6 +1805,15 @@ static int set_flags_in(struct wtx *w, const struct store_op *op, struct store_r
 		return STORE_OK;        /* expunged meanwhile: skipped, uid 0 */
 	if (st)
 		return st;
+	if (op->if_unchanged && m.modseq > op->unchangedsince) {
+		/* RFC 7162 §3.1.3: a newer message is left alone and named in
+		 * MODIFIED; req_apply keeps this from failing the request. */
+		res->mailbox_id = mb.m.id;
+		res->uid = m.uid;
+		res->uidvalidity = mb.m.uidvalidity;
+		res->modseq = m.modseq;
+		return STORE_MODIFIED;
+	}
 	uint64_t kw = 0;
 	if (op->nkw) {
 		if ((st = kwtab_load(w, mb.m.id, t)) != 0 ||
@@ -1820,6 +1847,7 @@ static int set_flags_in(struct wtx *w, const struct store_op *op, struct store_r
 	res->mailbox_id = mb.m.id;
 	res->uid = m.uid;
 	res->uidvalidity = mb.m.uidvalidity;
+	res->modseq = m.modseq;
 	return STORE_OK;
 }
 
@@ -2039,6 +2067,8 @@ static void req_apply(struct wtx *w, MDB_txn *parent, store_req *r)
 	for (size_t i = 0; i < r->n && st == STORE_OK; i++) {
 		st = op_apply(w, &r->ops[i], &r->res[i]);
 		r->res[i].status = st;
+		if (st == STORE_MODIFIED)
+			st = STORE_OK;  /* an outcome of that operation alone (store.h) */
 	}
 	w->txn = parent;
 	if (st == STORE_OK && (rc = mdb_txn_commit(child)) != 0)
@@ -2193,11 +2223,29 @@ void store_req_user_del(store_req *r, const char *name)
 
 void store_req_user_passwd(store_req *r, const char *name, const char *hash)
 {
+	store_req_user_passwd_scram(r, name, hash, NULL);
+}
+
+void store_req_user_add_scram(store_req *r, const char *name, const char *hash,
+                              const char *scram)
+{
+	struct store_op *op = req_add(r, OP_USER_ADD);
+	if (!op)
+		return;
+	op->user = req_strdup(r, name);
+	op->str = req_strdup(r, hash);
+	op->str2 = req_strdup(r, scram);
+}
+
+void store_req_user_passwd_scram(store_req *r, const char *name, const char *hash,
+                                 const char *scram)
+{
 	struct store_op *op = req_add(r, OP_USER_PASSWD);
 	if (!op)
 		return;
 	op->user = req_strdup(r, name);
 	op->str = req_strdup(r, hash);
+	op->str2 = req_strdup(r, scram);
 }
 
 void store_req_user_quota(store_req *r, const char *name, uint64_t bytes,
@@ -2367,6 +2415,19 @@ void store_req_set_flags(store_req *r, uint32_t mailbox_id, uint32_t uid,
 	req_keywords(r, op, keywords, nkw);
 }
 
+void store_req_set_flags_if(store_req *r, uint32_t mailbox_id, uint32_t uid,
+                            enum store_flag_mode mode, uint32_t flags,
+                            const char *const *keywords, size_t nkw,
+                            uint64_t unchangedsince)
+{
+	size_t n = r ? r->n : 0;
+	store_req_set_flags(r, mailbox_id, uid, mode, flags, keywords, nkw);
+	if (r && r->n > n) {
+		r->ops[n].if_unchanged = true;
+		r->ops[n].unchangedsince = unchangedsince;
+	}
+}
+
 size_t store_req_count(const store_req *r)
 {
 	return r ? r->n : 0;
@@ -2389,6 +2450,7 @@ void store_req_free(store_req *r)
 	for (size_t i = 0; i < r->n; i++) {
 		free(r->ops[i].user);
 		free(r->ops[i].str);
+		free(r->ops[i].str2);
 		for (size_t j = 0; j < r->ops[i].nkw; j++)
 			free(r->ops[i].kw[j]);
 		free(r->ops[i].kw);

@@ -37,6 +37,8 @@ enum store_status {
 	STORE_OVERQUOTA, /* the user's quota would be exceeded */
 	STORE_TEMPFAIL,  /* temporary: disk or map full, I/O error; retry later */
 	STORE_CORRUPT,   /* the data folder is not a onebox store, or damaged */
+	STORE_MODIFIED,  /* (per operation only) store_req_set_flags_if: the
+	                  * message changed after the caller's modseq */
 };
 
 /* A short English phrase for a status, for logs and CLI messages. */
@@ -110,6 +112,10 @@ struct store_user {
 	uint64_t used_messages;
 	uint64_t quota_bytes;    /* 0: no limit */
 	uint64_t quota_messages; /* 0: no limit */
+	/* RFC 5803 SCRAM-SHA-256 secret ("SCRAM-SHA-256$iter:salt$StoredKey:
+	 * ServerKey"), NUL-terminated; "" if none (users whose password was
+	 * set before SCRAM existed). */
+	const char *scram;
 };
 
 /* Look NAME up.  STORE_OK or STORE_NOTFOUND. */
@@ -230,8 +236,14 @@ store_req *store_req_new(void);
 void store_req_user_add(store_req *r, const char *name, const char *hash);
 /* Delete user NAME, its mailboxes and messages (bodies lose a reference). */
 void store_req_user_del(store_req *r, const char *name);
-/* Replace user NAME's password hash. */
+/* Replace user NAME's password hash (and drop its SCRAM secret). */
 void store_req_user_passwd(store_req *r, const char *name, const char *hash);
+/* The same two with the user's SCRAM secret (RFC 5803 string, at most 255
+ * octets; NULL or "" for none). */
+void store_req_user_add_scram(store_req *r, const char *name, const char *hash,
+                              const char *scram);
+void store_req_user_passwd_scram(store_req *r, const char *name, const char *hash,
+                                 const char *scram);
 /* Set user NAME's quota (0: no limit). */
 void store_req_user_quota(store_req *r, const char *name, uint64_t bytes,
                           uint64_t messages);
@@ -304,6 +316,29 @@ void store_req_set_flags(store_req *r, uint32_t mailbox_id, uint32_t uid,
                          enum store_flag_mode mode, uint32_t flags,
                          const char *const *keywords, size_t nkw);
 
+/*
+ * Added for CONDSTORE (RFC 7162 §3.1.3, STORE ... (UNCHANGEDSINCE n)):
+ * store_req_set_flags, but only if the message's modseq is still <=
+ * UNCHANGEDSINCE when the writer applies the operation; the test and the
+ * write happen in the same write transaction, so no other change can slip
+ * between them.  Outcomes, in the operation's result:
+ *  - the message passed: as store_req_set_flags (status STORE_OK, uid,
+ *    modseq after the change, which is the old one if nothing changed);
+ *  - the message is newer: nothing is changed, status STORE_MODIFIED, uid
+ *    set, modseq the message's current one.  This is a per-operation
+ *    outcome, not a failure: the other operations of the request are
+ *    applied and committed, and store_req_status() stays STORE_OK unless
+ *    some other operation failed (which fails the whole request as usual,
+ *    and every result then carries that failure instead);
+ *  - the message is gone: skipped, status STORE_OK, uid 0.
+ * Every modseq is >= 1, so UNCHANGEDSINCE 0 always gives STORE_MODIFIED
+ * for a message that exists, as §3.1.3 requires.
+ */
+void store_req_set_flags_if(store_req *r, uint32_t mailbox_id, uint32_t uid,
+                            enum store_flag_mode mode, uint32_t flags,
+                            const char *const *keywords, size_t nkw,
+                            uint64_t unchangedsince);
+
 /* The keyword table of MAILBOX_ID: NAMES[i] is keyword bit i (NULL where
  * unused), up to 64 entries; *N is one past the highest bit used.  Names
  * point into the map, valid until the txn ends. */
@@ -322,6 +357,10 @@ struct store_result {
 	uint32_t mailbox_id;    /* deliver/move: the mailbox written to */
 	uint32_t uid;           /* deliver/move: the new UID */
 	uint32_t uidvalidity;
+	/* Added (additive): set_flags and set_flags_if: the message's modseq
+	 * after the operation (unchanged when nothing changed or the result
+	 * is STORE_MODIFIED); 0 for other operations and for a message gone. */
+	uint64_t modseq;
 };
 
 /* The number of operations in R, and the result of operation I. */

@@ -2,7 +2,7 @@
  * imap.c - the IMAP4rev1 front-end's session (RFC 3501): input through the
  * command assembler, dispatch through the command table, tagged answers,
  * and the commands of the connection itself: CAPABILITY, NOOP, LOGOUT,
- * STARTTLS, LOGIN, AUTHENTICATE PLAIN (RFC 4616, SASL-IR RFC 4959), ENABLE
+ * STARTTLS, LOGIN, AUTHENTICATE (protocols/sasl.c; SASL-IR RFC 4959), ENABLE
  * (RFC 5161), ID (RFC 2971), NAMESPACE (RFC 2342), IDLE (RFC 2177), CHECK.
  *
  * Input: a line goes to the assembler (imap_parser.h), which says whether
@@ -21,6 +21,7 @@
 #include <strings.h>
 
 #include "protocols/imap/imap_int.h"
+#include "protocols/sasl.h"
 
 #define IMAP_VERSION "0.1.0"
 /* RFC 3501 §5.4 asks for an autologout timer of at least 30 minutes. */
@@ -36,6 +37,7 @@ struct imap_conn {
 	struct imap_session s; /* first: imap_session pointers are imap_conn's */
 	unsigned bad_streak;   /* BAD answers in a row */
 	bool sasl_wait;        /* AUTHENTICATE sent "+ ": the next line is the response */
+	sasl *sasl;            /* the AUTHENTICATE exchange in progress, or NULL */
 	void (*submit_done)(struct imap_session *s, store_req *r);
 };
 
@@ -246,12 +248,21 @@ static bool imap_password_ok(const struct imap_session *s)
 static void imap_capabilities(const struct imap_session *s, char *buf, size_t len)
 {
 	bool pre = s->state == IMAP_NOTAUTH;
+	char auth[128] = "";
 
+	/* AUTH= per the plaintext policy (sasl.c); LOGINDISABLED when LOGIN
+	 * is refused (RFC 3501 section 6.2.3). */
+	if (pre) {
+		sasl_mech_list(s->c, " AUTH=", "", auth, sizeof auth);
+		if (!imap_password_ok(s))
+			snprintf(auth + strlen(auth), sizeof auth - strlen(auth), " LOGINDISABLED");
+	}
 	snprintf(buf, len,
 	         "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
-	         "CHILDREN SPECIAL-USE BINARY%s%s",
+	         "CHILDREN SPECIAL-USE BINARY CONDSTORE QRESYNC "
+	         "ESEARCH SEARCHRES SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES%s%s",
 	         pre && conn_tls_available(s->c) && !conn_is_tls(s->c) ? " STARTTLS" : "",
-	         !pre ? "" : imap_password_ok(s) ? " AUTH=PLAIN" : " LOGINDISABLED");
+	         auth);
 }
 
 /* ------------------------------------------------------------- commands */
@@ -266,7 +277,7 @@ static bool imap_no_args(struct imap_session *s, struct imap_cmd *cmd)
 
 static void imap_cmd_capability(struct imap_session *s, struct imap_cmd *cmd)
 {
-	char caps[256];
+	char caps[512];
 
 	if (!imap_no_args(s, cmd))
 		return;
@@ -321,17 +332,12 @@ static void imap_cmd_starttls(struct imap_session *s, struct imap_cmd *cmd)
 	imap_asm_reset(&s->as);
 }
 
-static void imap_auth_done(conn *c, void *sess, bool ok, const char *user, uint32_t user_id)
+/* LOGIN or AUTHENTICATE succeeded: the tagged OK with the capabilities. */
+static void imap_login_ok(struct imap_session *s, const char *user, uint32_t user_id)
 {
-	struct imap_session *s = sess;
-	char caps[256];
+	conn *c = s->c;
+	char caps[512];
 
-	if (conn_closed(c))
-		return;
-	if (!ok) {
-		imap_no(s, "AUTHENTICATIONFAILED", "Authentication failed");
-		return;
-	}
 	free(s->user);
 	s->user = strdup(user);
 	if (!s->user) {
@@ -343,9 +349,22 @@ static void imap_auth_done(conn *c, void *sess, bool ok, const char *user, uint3
 	conn_set_user(c, user);
 	conn_log(c, LOGL_INFO, "imap login");
 	imap_capabilities(s, caps, sizeof caps);
-	char code[280];
+	char code[540];
 	snprintf(code, sizeof code, "CAPABILITY %s", caps);
 	imap_ok(s, code, "Logged in");
+}
+
+static void imap_auth_done(conn *c, void *sess, bool ok, const char *user, uint32_t user_id)
+{
+	struct imap_session *s = sess;
+
+	if (conn_closed(c))
+		return;
+	if (!ok) {
+		imap_no(s, "AUTHENTICATIONFAILED", "Authentication failed");
+		return;
+	}
+	imap_login_ok(s, user, user_id);
 }
 
 /* Start the password check; the answer comes from imap_auth_done. */
@@ -392,87 +411,99 @@ static void imap_cmd_login(struct imap_session *s, struct imap_cmd *cmd)
 	imap_check_password(s, user.s, user.len, pass.s, pass.len);
 }
 
-/* Strict base64 (RFC 4648 §4, padded): returns the decoded length, or -1. */
-static long imap_base64_decode(const char *in, size_t len, unsigned char *out, size_t cap)
-{
-	size_t o = 0;
+/* ------------------------------------------------------ AUTHENTICATE */
 
-	if (len % 4)
-		return -1;
-	for (size_t i = 0; i < len; i += 4) {
-		unsigned v = 0;
-		int pad = 0;
-		for (int j = 0; j < 4; j++) {
-			char c = in[i + j];
-			int d;
-			if (c >= 'A' && c <= 'Z')
-				d = c - 'A';
-			else if (c >= 'a' && c <= 'z')
-				d = c - 'a' + 26;
-			else if (c >= '0' && c <= '9')
-				d = c - '0' + 52;
-			else if (c == '+')
-				d = 62;
-			else if (c == '/')
-				d = 63;
-			else if (c == '=' && j >= 2 && i + 4 == len)
-				d = -1;
-			else
-				return -1;
-			if (d < 0)
-				pad++;
-			else if (pad)
-				return -1; /* data after padding */
-			v = v << 6 | (unsigned)(d < 0 ? 0 : d);
-		}
-		size_t n = 3 - (size_t)pad;
-		if (o + n > cap)
-			return -1;
-		out[o++] = (unsigned char)(v >> 16);
-		if (n > 1)
-			out[o++] = (unsigned char)(v >> 8);
-		if (n > 2)
-			out[o++] = (unsigned char)v;
-	}
-	return (long)o;
+static void imap_sasl_end(struct imap_session *s)
+{
+	struct imap_conn *ic = imap_conn_of(s);
+
+	sasl_free(ic->sasl);
+	ic->sasl = NULL;
+	ic->sasl_wait = false;
 }
 
-/* A PLAIN response (RFC 4616 §2): [authzid] NUL authcid NUL passwd. */
-static void imap_sasl_plain(struct imap_session *s, const char *b64, size_t len)
+/* Act on a step of the exchange (protocols/sasl.h). */
+static void imap_sasl_outcome(struct imap_session *s, enum sasl_status st)
+{
+	struct imap_conn *ic = imap_conn_of(s);
+	char user[256];
+	uint32_t id;
+
+	switch (st) {
+	case SASL_CONTINUE: {
+		/* RFC 3501 §7.5: "+ " and the base64 challenge. */
+		size_t n;
+		const unsigned char *ch = sasl_challenge(ic->sasl, &n);
+		char *b64 = malloc(n / 3 * 4 + 8);
+		if (!b64) {
+			imap_sasl_end(s);
+			imap_no(s, "UNAVAILABLE", "Out of memory");
+			return;
+		}
+		sasl_b64_encode(ch, n, b64, n / 3 * 4 + 8);
+		imap_write_str(&s->out, "+ ");
+		imap_write_str(&s->out, b64);
+		imap_write_crlf(&s->out);
+		free(b64);
+		imap_flush(s);
+		ic->sasl_wait = true;
+		if (s->busy) { /* after a check: take input again */
+			s->busy = false;
+			conn_resume(s->c);
+		}
+		return;
+	}
+	case SASL_PENDING:
+		s->busy = true;
+		conn_pause(s->c);
+		return;
+	case SASL_SUCCESS:
+		snprintf(user, sizeof user, "%s", sasl_user(ic->sasl));
+		id = sasl_user_id(ic->sasl);
+		imap_sasl_end(s);
+		imap_login_ok(s, user, id);
+		return;
+	case SASL_FAILED:
+		imap_sasl_end(s);
+		imap_no(s, "AUTHENTICATIONFAILED", "Authentication failed");
+		return;
+	case SASL_NOT_PERMITTED:
+		imap_sasl_end(s);
+		imap_no(s, "AUTHORIZATIONFAILED", "Authorization identity not permitted");
+		return;
+	case SASL_MALFORMED:
+		imap_sasl_end(s);
+		imap_bad(s, NULL, "Malformed SASL response");
+		return;
+	}
+}
+
+static void imap_sasl_cb(sasl *x, void *arg, enum sasl_status st)
+{
+	struct imap_session *s = arg;
+
+	if (!conn_closed(s->c))
+		imap_sasl_outcome(s, st);
+}
+
+/* One base64 client message (an initial response or a continuation line). */
+static void imap_sasl_data(struct imap_session *s, const char *b64, size_t len)
 {
 	unsigned char buf[IMAP_MAX_SASL];
-	long n;
+	long n = sasl_b64_decode(b64, len, buf, sizeof buf);
 
-	if (len == 1 && b64[0] == '=') /* RFC 4959 §3: an empty response */
-		len = 0;
-	n = imap_base64_decode(b64, len, buf, sizeof buf);
 	if (n < 0) {
+		imap_sasl_end(s);
 		imap_bad(s, NULL, "Invalid base64 in the SASL response");
 		return;
 	}
-	const char *p = (const char *)buf, *end = p + n;
-	const char *z1 = memchr(p, '\0', (size_t)n);
-	const char *z2 = z1 ? memchr(z1 + 1, '\0', (size_t)(end - z1 - 1)) : NULL;
-	if (!z1 || !z2) {
-		explicit_bzero(buf, sizeof buf);
-		imap_bad(s, NULL, "Malformed PLAIN response");
-		return;
-	}
-	const char *authzid = p, *authcid = z1 + 1, *pass = z2 + 1;
-	size_t zlen = (size_t)(z1 - p), clen = (size_t)(z2 - authcid), plen = (size_t)(end - pass);
-	/* Acting as another user is not offered: an authzid must name the
-	 * authenticating user itself. */
-	if (zlen && (zlen != clen || memcmp(authzid, authcid, clen) != 0)) {
-		explicit_bzero(buf, sizeof buf);
-		imap_no(s, "AUTHORIZATIONFAILED", "Authorization identity not permitted");
-		return;
-	}
-	imap_check_password(s, authcid, clen, pass, plen);
+	imap_sasl_outcome(s, sasl_step(imap_conn_of(s)->sasl, buf, (size_t)n, true));
 	explicit_bzero(buf, sizeof buf);
 }
 
 static void imap_cmd_authenticate(struct imap_session *s, struct imap_cmd *cmd)
 {
+	struct imap_conn *ic = imap_conn_of(s);
 	struct imap_str mech, ir = { NULL, 0 };
 
 	if (imap_parse_sp(cmd) || imap_parse_atom(cmd, &mech)) {
@@ -484,33 +515,39 @@ static void imap_cmd_authenticate(struct imap_session *s, struct imap_cmd *cmd)
 		imap_bad(s, NULL, "%s", cmd->error);
 		return;
 	}
-	if (strcasecmp(mech.s, "PLAIN") != 0) {
+	switch (sasl_mech_usable(s->c, mech.s)) {
+	case SASL_MECH_UNKNOWN:
 		imap_no(s, NULL, "Unsupported authentication mechanism");
 		return;
-	}
-	if (!imap_password_ok(s)) {
+	case SASL_MECH_NEEDS_TLS:
 		imap_no(s, "PRIVACYREQUIRED", "Password authentication needs TLS; use STARTTLS first");
+		return;
+	case SASL_MECH_OK:
+		break;
+	}
+	ic->sasl = sasl_new(s->c, mech.s, imap_sasl_cb, s);
+	if (!ic->sasl) {
+		imap_no(s, "UNAVAILABLE", "Out of memory");
 		return;
 	}
 	if (ir.s) {
-		imap_sasl_plain(s, ir.s, ir.len);
+		/* RFC 4959 §3: "=" is an empty initial response. */
+		imap_sasl_data(s, ir.s, ir.len == 1 && ir.s[0] == '=' ? 0 : ir.len);
 		return;
 	}
-	/* RFC 3501 §6.2.2: an empty challenge; the next line is the answer,
-	 * read raw, not through the assembler. */
-	imap_conn_of(s)->sasl_wait = true;
-	imap_write_str(&s->out, "+ \r\n");
-	imap_flush(s);
+	imap_sasl_outcome(s, sasl_step(ic->sasl, NULL, 0, false));
 }
 
 static void imap_sasl_line(struct imap_session *s, char *line, size_t len)
 {
 	imap_conn_of(s)->sasl_wait = false;
 	if (len == 1 && line[0] == '*') {
+		/* RFC 3501 §6.2.2: the client cancelled; answered BAD. */
+		imap_sasl_end(s);
 		imap_bad(s, NULL, "Authentication cancelled");
 		return;
 	}
-	imap_sasl_plain(s, line, len);
+	imap_sasl_data(s, line, len);
 	explicit_bzero(line, len);
 }
 
@@ -523,9 +560,25 @@ static void imap_cmd_enable(struct imap_session *s, struct imap_cmd *cmd)
 		imap_bad(s, NULL, "%s", cmd->error);
 		return;
 	}
-	/* RFC 5161 §3.1: only what is advertised can be enabled, and none of
-	 * the extensions we advertise is ENABLE-able yet. */
-	imap_untagged(s, "ENABLED");
+	/* RFC 5161 §3.1: what is not known or not ENABLE-able is ignored;
+	 * ENABLED names what this command turned on. */
+	unsigned listed = 0;
+	imap_write_str(&s->out, "* ENABLED");
+	for (size_t i = 0; i < n; i++) {
+		unsigned bit = strcmp(caps[i].s, "CONDSTORE") == 0 ? IMAP_EN_CONDSTORE
+		             : strcmp(caps[i].s, "QRESYNC") == 0   ? IMAP_EN_QRESYNC
+		                                                   : 0;
+		if (!bit || ((s->enabled | listed) & bit))
+			continue;
+		listed |= bit;
+		imap_write_byte(&s->out, ' ');
+		imap_write_str(&s->out, caps[i].s);
+	}
+	imap_write_crlf(&s->out);
+	/* RFC 7162 §3.2.3: QRESYNC implies CONDSTORE. */
+	if (listed)
+		imap_condstore_enable(s);
+	s->enabled |= listed;
 	imap_ok(s, NULL, "ENABLE completed");
 }
 
@@ -604,6 +657,8 @@ static const struct imap_command imap_commands[] = {
 	{ "UNSELECT", imap_cmd_close, IMAP_SELECTED, 0 },
 	{ "EXPUNGE", imap_cmd_expunge, IMAP_SELECTED, IMAP_CF_UID },
 	{ "SEARCH", imap_cmd_search, IMAP_SELECTED, SEQ_CMD },
+	{ "SORT", imap_cmd_sort, IMAP_SELECTED, SEQ_CMD },     /* RFC 5256 §3 */
+	{ "THREAD", imap_cmd_thread, IMAP_SELECTED, SEQ_CMD },
 	{ "FETCH", imap_cmd_fetch, IMAP_SELECTED, SEQ_CMD },
 	{ "STORE", imap_cmd_store, IMAP_SELECTED, SEQ_CMD },
 	/* COPY by number changes nothing here, but its numbers must hold. */
@@ -735,6 +790,8 @@ static void imap_line_too_long(void *sess)
 	struct imap_conn *ic = imap_conn_of(s);
 
 	if (ic->sasl_wait || s->idling) {
+		if (ic->sasl)
+			imap_sasl_end(s);
 		imap_bad(s, NULL, "Line too long");
 		return;
 	}
@@ -761,7 +818,7 @@ static void *imap_open(conn *c)
 		.max_discard = 64 * 1024,
 		.literal_mode = IMAP_LITERAL_PLUS,
 	};
-	char caps[256];
+	char caps[512];
 
 	if (!ic)
 		return NULL;
@@ -810,6 +867,7 @@ static void imap_close(void *sess)
 	imap_cmd_free(&s->cmd);
 	imap_wbuf_free(&s->out);
 	free(s->user);
+	sasl_free(imap_conn_of(s)->sasl);
 	free(imap_conn_of(s));
 }
 

@@ -1,6 +1,7 @@
 /*
  * imap_cmd_fetch.c - FETCH and UID FETCH (RFC 3501 §6.4.5, §6.4.8, §7.4.2),
- * with BINARY (RFC 3516) and CHANGEDSINCE (RFC 7162 §3.1.4).
+ * with BINARY (RFC 3516), and CHANGEDSINCE and VANISHED (RFC 7162 §3.1.4,
+ * §3.2.6).
  *
  * A FETCH runs in slices (DESIGN §3 "Reads on the loop"): each slice is
  * one short read transaction that answers up to SLICE_MESSAGES messages or
@@ -701,9 +702,9 @@ void imap_cmd_fetch(struct imap_session *s, struct imap_cmd *cmd)
 		imap_bad(s, NULL, "%s", cmd->error ? cmd->error : "invalid FETCH arguments");
 		return;
 	}
-	if (j->f.vanished) {
-		/* RFC 7162 §3.2.6: VANISHED needs QRESYNC, which is not offered. */
-		imap_bad(s, NULL, "VANISHED is not supported");
+	if (j->f.vanished && !(s->enabled & IMAP_EN_QRESYNC)) {
+		/* RFC 7162 §3.2.6: VANISHED only after ENABLE QRESYNC. */
+		imap_bad(s, NULL, "VANISHED needs ENABLE QRESYNC first");
 		return;
 	}
 
@@ -721,6 +722,14 @@ void imap_cmd_fetch(struct imap_session *s, struct imap_cmd *cmd)
 	j->add_uid = s->uid;
 	/* RFC 7162 §3.1.4.1: CHANGEDSINCE implies MODSEQ. */
 	j->add_modseq = j->f.changedsince_set && !has_modseq;
+	/* Both are CONDSTORE enabling commands (§3.1). */
+	if (has_modseq || j->f.changedsince_set)
+		imap_condstore_enable(s);
+	/* §3.2.6: the VANISHED (EARLIER) response precedes every FETCH. */
+	if (j->f.vanished && imap_vanished_earlier(s, &set, j->f.changedsince) != STORE_OK) {
+		imap_no(s, "SERVERBUG", "UID FETCH failed: the store could not be read");
+		return;
+	}
 
 	if (j->sets_seen && !s->view.readonly && j->n > 0) {
 		j->seen = imap_cmd_alloc(cmd, j->n * sizeof(*j->seen));

@@ -95,18 +95,29 @@ static bool mbox_name_ok(const char *name)
 void imap_cmd_select(struct imap_session *s, struct imap_cmd *cmd)
 {
 	bool readonly = strcmp(cmd->name, "EXAMINE") == 0;
+	struct imap_select_params params;
 	struct store_mailbox mb;
 	struct imap_str name;
 	int rc;
 
 	/* RFC 3501 §6.3.1: a SELECT deselects the current mailbox first,
-	 * even when it then fails. */
-	if (s->state == IMAP_SELECTED)
+	 * even when it then fails; RFC 7162 §3.2.11 marks the boundary. */
+	if (s->state == IMAP_SELECTED) {
 		imap_view_close(s);
-	if (imap_parse_sp(cmd) || imap_parse_mailbox(cmd, &name) || imap_parse_end(cmd)) {
+		imap_untagged(s, "OK [CLOSED] Previous mailbox closed");
+	}
+	if (imap_parse_sp(cmd) || imap_parse_mailbox(cmd, &name) ||
+	    imap_parse_select_params(cmd, &params)) {
 		imap_bad(s, NULL, "%s", cmd->error);
 		return;
 	}
+	/* RFC 7162 §3.2.5: QRESYNC only after ENABLE QRESYNC. */
+	if (params.qresync && !(s->enabled & IMAP_EN_QRESYNC)) {
+		imap_bad(s, NULL, "QRESYNC must be enabled first (ENABLE QRESYNC)");
+		return;
+	}
+	if (params.condstore) /* a CONDSTORE enabling command (§3.1.8) */
+		imap_condstore_enable(s);
 	rc = mbox_get(s, name.s, &mb);
 	if (rc != STORE_OK) {
 		mbox_store_no(s, rc, readonly ? "EXAMINE" : "SELECT");
@@ -125,6 +136,16 @@ void imap_cmd_select(struct imap_session *s, struct imap_cmd *cmd)
 		imap_untagged(s, "OK [UNSEEN %" PRIu32 "] First unseen message", v->first_unseen);
 	imap_untagged(s, "OK [UIDVALIDITY %" PRIu32 "] UIDs valid", v->uidvalidity);
 	imap_untagged(s, "OK [UIDNEXT %" PRIu32 "] Predicted next UID", v->uidnext);
+	/* RFC 7162 §3.1.2.1: sent always (not only once CONDSTORE is on), so a
+	 * client can decide whether to enable it; never NOMODSEQ, since every
+	 * mailbox keeps modseqs. */
+	imap_untagged(s, "OK [HIGHESTMODSEQ %" PRIu64 "] Highest", v->modseq);
+	if (params.qresync && imap_qresync_select(s, &params) != STORE_OK) {
+		/* A NO leaves no mailbox selected (RFC 3501 §6.3.1). */
+		imap_view_close(s);
+		imap_no(s, "UNAVAILABLE", "The QRESYNC data could not be read, try again");
+		return;
+	}
 	imap_ok(s, readonly ? "READ-ONLY" : "READ-WRITE", "%s completed",
 	        readonly ? "EXAMINE" : "SELECT");
 }
@@ -766,6 +787,8 @@ void imap_cmd_status(struct imap_session *s, struct imap_cmd *cmd)
 		imap_no(s, "UNAVAILABLE", "Cannot read the store, try later");
 		return;
 	}
+	if (items & IMAP_STATUS_HIGHESTMODSEQ) /* RFC 7162 §3.1 enabling command */
+		imap_condstore_enable(s);
 	rc = store_mailbox_get(t, s->user_id, name.s, &mb);
 	/* RECENT costs only the messages above the claim, not the mailbox. */
 	if (rc == STORE_OK && (items & IMAP_STATUS_RECENT))
@@ -909,10 +932,21 @@ static void expunge_done(struct imap_session *s, store_req *r)
 {
 	int rc = store_req_status(r);
 
-	if (rc == STORE_OK)
-		imap_ok(s, NULL, "EXPUNGE completed");
-	else
+	if (rc != STORE_OK) {
 		mbox_store_no(s, rc, "EXPUNGE");
+		return;
+	}
+	if ((s->enabled & IMAP_EN_QRESYNC) && s->state == IMAP_SELECTED) {
+		/* RFC 7162 §3.2.7, §3.2.9: with QRESYNC the answer carries the
+		 * new HIGHESTMODSEQ; sync first so it is the modseq the
+		 * reported VANISHED brought the client to. */
+		char code[48];
+		imap_view_sync(s, true);
+		snprintf(code, sizeof code, "HIGHESTMODSEQ %" PRIu64, s->view.modseq);
+		imap_ok(s, code, "EXPUNGE completed");
+		return;
+	}
+	imap_ok(s, NULL, "EXPUNGE completed");
 }
 
 void imap_cmd_expunge(struct imap_session *s, struct imap_cmd *cmd)

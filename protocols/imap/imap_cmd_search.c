@@ -1,7 +1,17 @@
 /*
  * imap_cmd_search.c - SEARCH and UID SEARCH (RFC 3501 §6.4.4, §7.2.5), with
- * the RETURN form of ESEARCH (RFC 4731), MODSEQ (RFC 7162 §3.1.5), OLDER and
- * YOUNGER (RFC 5032) and the SAVED* keys (RFC 8514) that the parser knows.
+ * the RETURN form of ESEARCH (RFC 4731), the saved result "$" of SEARCHRES
+ * (RFC 5182), MODSEQ (RFC 7162 §3.1.5), OLDER and YOUNGER (RFC 5032) and the
+ * SAVED* keys (RFC 8514) that the parser knows.  The search itself
+ * (imap_search_run) is shared with SORT and THREAD (imap_cmd_sort.c), and
+ * so is the Date: parser (imap_date_field_parse).
+ *
+ * SEARCHRES.  RETURN (SAVE) keeps the result in the view as UIDs, so an
+ * expunge takes a message out of it without renumbering (RFC 5182 §2.1);
+ * "$" in a key becomes a UID key over it.  A SEARCH with SAVE that fails
+ * with NO empties it, a BAD leaves it alone (§2.1; the example 5 there
+ * empties it after a NO without SAVE, against the normative text, which
+ * we follow).  SAVE alone asks for no result, so nothing untagged is sent.
  *
  * The parser gives a key tree; this file compiles it (sequence sets
  * resolved, keywords looked up, dates turned into day numbers, cheap keys
@@ -188,15 +198,36 @@ static struct sk *compile(struct compile_env *e, const struct imap_search_key *k
 		c->day = day_of_date(&k->date);
 		break;
 	case IMAP_SK_SEQSET:
+		if (k->set.dollar)
+			goto saved;
 		/* A number past the view simply matches nothing here. */
 		if (imap_seqset_resolve(e->cmd, &k->set, v->count, &c->ranges, &c->nranges))
 			return NULL;
 		break;
 	case IMAP_SK_UID:
+		if (k->set.dollar)
+			goto saved;
 		/* "*" is the highest UID in the mailbox (RFC 3501 §6.4.8). */
 		if (imap_seqset_resolve(e->cmd, &k->set, v->count ? v->uids[v->count - 1] : 0,
 		                        &c->ranges, &c->nranges))
 			return NULL;
+		break;
+	saved:
+		/* "$" (RFC 5182 §2.1) names the same messages whether it stands
+		 * for sequence numbers or UIDs; the saved result is kept as UIDs,
+		 * so it becomes a UID key.  Expunged UIDs just match nothing. */
+		c->op = IMAP_SK_UID;
+		c->ranges = imap_cmd_alloc(e->cmd, (v->nsaved ? v->nsaved : 1) * sizeof(*c->ranges));
+		if (c->ranges == NULL)
+			return NULL;
+		for (size_t i = 0; i < v->nsaved; i++) {
+			if (c->nranges && c->ranges[c->nranges - 1].hi + 1 == v->saved[i]) {
+				c->ranges[c->nranges - 1].hi = v->saved[i];
+				continue;
+			}
+			c->ranges[c->nranges].lo = c->ranges[c->nranges].hi = v->saved[i];
+			c->nranges++;
+		}
 		break;
 	default:
 		break;
@@ -379,19 +410,40 @@ static int month_days(int year, int mon)
 	return mon == 2 && leap ? 29 : days[mon - 1];
 }
 
+/* RFC 5322 §4.3 obsolete zone names; any other alphabetic zone (the
+ * military letters) means -0000, an unknown zone, taken as UTC. */
+static int zone_of_name(const char *z, size_t n)
+{
+	static const struct {
+		const char *name;
+		int minutes;
+	} zones[] = {
+		{ "UT", 0 }, { "GMT", 0 }, { "EST", -300 }, { "EDT", -240 },
+		{ "CST", -360 }, { "CDT", -300 }, { "MST", -420 }, { "MDT", -360 },
+		{ "PST", -480 }, { "PDT", -420 },
+	};
+	for (size_t i = 0; i < sizeof zones / sizeof zones[0]; i++)
+		if (strlen(zones[i].name) == n && strncasecmp(z, zones[i].name, n) == 0)
+			return zones[i].minutes;
+	return 0;
+}
+
 /*
  * Parse an RFC 5322 date-time (§3.3, with the obsolete forms of §4.3:
  * comments anywhere, two- and three-digit years, alphabetic zones) from the
- * unfolded value S/LEN into the calendar date as written, D.  The time and
- * the zone are checked (a value that is not a date-time is no date) but
- * play no part in the result.  A missing time or zone is tolerated.
+ * unfolded value S/LEN.  See imap_int.h for what the result bits mean.  A
+ * token after the date is taken as the time, and one after that as the
+ * zone; a time that does not parse ends the parse (the zone is then not
+ * looked at).
  */
-static bool parse_sent_date(const char *s, size_t len, struct imap_date *d)
+unsigned imap_date_field_parse(const char *s, size_t len, struct imap_datetime *dt)
 {
 	char buf[256];
 	size_t n = 0;
 	int depth = 0;
+	unsigned res;
 
+	memset(dt, 0, sizeof *dt);
 	/* Drop comments (they nest) and turn commas into spaces. */
 	for (size_t i = 0; i < len && n + 1 < sizeof(buf); i++) {
 		char c = s[i];
@@ -431,55 +483,77 @@ static bool parse_sent_date(const char *s, size_t len, struct imap_date *d)
 	if (k < nt && !all_digits(tok[k], tlen[k]) && month_of(tok[k], tlen[k]) == 0)
 		k++; /* day of week */
 	if (k + 3 > nt || !all_digits(tok[k], tlen[k]) || tlen[k] > 2)
-		return false;
+		return 0;
 	int day = digits_value(tok[k], tlen[k]);
 	int mon = month_of(tok[k + 1], tlen[k + 1]);
 	if (mon == 0 || !all_digits(tok[k + 2], tlen[k + 2]) || tlen[k + 2] > 4)
-		return false;
+		return 0;
 	int year = digits_value(tok[k + 2], tlen[k + 2]);
 	if (tlen[k + 2] == 2)
 		year += year < 50 ? 2000 : 1900; /* RFC 5322 §4.3 */
 	else if (tlen[k + 2] == 3)
 		year += 1900;
 	if (day < 1 || day > month_days(year, mon))
-		return false;
+		return 0;
+	dt->date.year = year;
+	dt->date.mon = mon;
+	dt->date.day = day;
+	res = IMAP_DATEF_DATE;
 	k += 3;
 	if (k < nt) { /* time: hh:mm[:ss] */
 		int hh, mm, ss = 0;
 		const char *t = tok[k];
 		size_t tl = tlen[k];
-		if (tl < 4 || tl > 8)
-			return false;
-		const char *c1 = memchr(t, ':', tl);
+		const char *c1 = tl >= 4 && tl <= 8 ? memchr(t, ':', tl) : NULL;
 		if (c1 == NULL || !all_digits(t, (size_t)(c1 - t)))
-			return false;
+			return res | IMAP_DATEF_BAD_TIME;
 		hh = digits_value(t, (size_t)(c1 - t));
 		const char *rest = c1 + 1;
 		size_t rl = tl - (size_t)(rest - t);
 		const char *c2 = memchr(rest, ':', rl);
 		size_t ml = c2 ? (size_t)(c2 - rest) : rl;
 		if (!all_digits(rest, ml))
-			return false;
+			return res | IMAP_DATEF_BAD_TIME;
 		mm = digits_value(rest, ml);
 		if (c2) {
 			size_t sl = rl - ml - 1;
 			if (!all_digits(c2 + 1, sl))
-				return false;
+				return res | IMAP_DATEF_BAD_TIME;
 			ss = digits_value(c2 + 1, sl);
 		}
 		if (hh > 23 || mm > 59 || ss > 60)
-			return false;
+			return res | IMAP_DATEF_BAD_TIME;
+		dt->hour = hh;
+		dt->min = mm;
+		dt->sec = ss;
+		res |= IMAP_DATEF_TIME;
 		k++;
 	}
-	if (k < nt) { /* zone: +hhmm, -hhmm, or an obsolete name (taken as -0000) */
+	if (k < nt) { /* zone: +hhmm, -hhmm, or an obsolete name */
 		const char *z = tok[k];
-		if ((z[0] == '+' || z[0] == '-') &&
-		    (tlen[k] != 5 || !all_digits(z + 1, 4) || digits_value(z + 3, 2) > 59))
-			return false;
+		if (z[0] == '+' || z[0] == '-') {
+			if (tlen[k] != 5 || !all_digits(z + 1, 4) || digits_value(z + 3, 2) > 59)
+				return res | IMAP_DATEF_BAD_ZONE;
+			int mins = digits_value(z + 1, 2) * 60 + digits_value(z + 3, 2);
+			dt->zone = z[0] == '-' ? -mins : mins;
+		} else {
+			dt->zone = zone_of_name(z, tlen[k]);
+		}
+		res |= IMAP_DATEF_ZONE;
 	}
-	d->year = year;
-	d->mon = mon;
-	d->day = day;
+	return res;
+}
+
+/* The calendar date as written, for SENT*: a value whose time or zone is
+ * there but malformed is not a date-time at all. */
+static bool parse_sent_date(const char *s, size_t len, struct imap_date *d)
+{
+	struct imap_datetime dt;
+	unsigned f = imap_date_field_parse(s, len, &dt);
+
+	if (!(f & IMAP_DATEF_DATE) || (f & (IMAP_DATEF_BAD_TIME | IMAP_DATEF_BAD_ZONE)))
+		return false;
+	*d = dt.date;
 	return true;
 }
 
@@ -582,7 +656,8 @@ struct walk {
 	size_t i, end;                  /* next index into uids, slice end */
 	uint32_t *hits;                 /* sequence numbers of matches */
 	size_t nhits, cap;
-	uint64_t max_modseq;
+	uint64_t max_modseq;            /* of all matches */
+	uint64_t first_modseq, last_modseq; /* of the lowest and highest match */
 	bool oom;
 };
 
@@ -622,6 +697,9 @@ static int walk_one(const struct store_message *m, void *arg)
 			w->hits = p;
 			w->cap = cap;
 		}
+		if (w->nhits == 0)
+			w->first_modseq = m->modseq;
+		w->last_modseq = m->modseq;
 		w->hits[w->nhits++] = w->x.seq;
 		if (m->modseq > w->max_modseq)
 			w->max_modseq = m->modseq;
@@ -630,101 +708,29 @@ static int walk_one(const struct store_message *m, void *arg)
 	return w->i >= w->end;
 }
 
-/* ------------------------------------------------------------ answering */
+/* ------------------------------------------------------------ the search */
 
-static void write_result(struct imap_session *s, const struct imap_cmd *cmd,
-                         const struct imap_search *q, struct walk *w)
+int imap_search_run(struct imap_session *s, struct imap_cmd *cmd, const struct imap_search *q,
+                    struct imap_search_hits *out)
 {
-	struct imap_wbuf *o = &s->out;
-	const struct imap_view *v = &s->view;
-
-	/* Numbers to report: UIDs for UID SEARCH (RFC 3501 §6.4.8). */
-	if (s->uid)
-		for (size_t i = 0; i < w->nhits; i++)
-			w->hits[i] = v->uids[w->hits[i] - 1];
-
-	if (!q->esearch) {
-		imap_write_str(o, "* SEARCH");
-		for (size_t i = 0; i < w->nhits; i++) {
-			imap_write_byte(o, ' ');
-			imap_write_u64(o, w->hits[i]);
-		}
-		if (q->modseq_used && w->nhits > 0) { /* RFC 7162 §3.1.5 */
-			imap_write_str(o, " (MODSEQ ");
-			imap_write_u64(o, w->max_modseq);
-			imap_write_byte(o, ')');
-		}
-		imap_write_crlf(o);
-		return;
-	}
-	/* RFC 4731 §3.1: MIN, MAX and ALL are left out when nothing matched. */
-	imap_write_str(o, "* ESEARCH (TAG ");
-	imap_write_string(o, cmd->tag.s, cmd->tag.len, 0);
-	imap_write_byte(o, ')');
-	if (s->uid)
-		imap_write_str(o, " UID");
-	if ((q->ret & IMAP_SEARCH_RET_MIN) && w->nhits) {
-		imap_write_str(o, " MIN ");
-		imap_write_u64(o, w->hits[0]);
-	}
-	if ((q->ret & IMAP_SEARCH_RET_MAX) && w->nhits) {
-		imap_write_str(o, " MAX ");
-		imap_write_u64(o, w->hits[w->nhits - 1]);
-	}
-	if ((q->ret & IMAP_SEARCH_RET_ALL) && w->nhits) {
-		imap_write_str(o, " ALL ");
-		imap_write_uid_set(o, w->hits, w->nhits);
-	}
-	if (q->ret & IMAP_SEARCH_RET_COUNT) {
-		imap_write_str(o, " COUNT ");
-		imap_write_u64(o, w->nhits);
-	}
-	if (q->modseq_used && w->nhits) {
-		imap_write_str(o, " MODSEQ ");
-		imap_write_u64(o, w->max_modseq);
-	}
-	imap_write_crlf(o);
-}
-
-void imap_cmd_search(struct imap_session *s, struct imap_cmd *cmd)
-{
-	struct imap_search q;
 	struct compile_env env = { .s = s, .cmd = cmd };
 	store *st = conn_store(s->c);
-	int rc;
 
-	if (imap_parse_sp(cmd) != IMAP_PARSE_OK) {
-		imap_bad(s, NULL, "%s", cmd->error);
-		return;
-	}
-	rc = imap_parse_search(cmd, &q);
-	if (rc == IMAP_PARSE_BADCHARSET) {
-		imap_no(s, "BADCHARSET (UTF-8 US-ASCII)", "Unsupported charset");
-		return;
-	}
-	if (rc != IMAP_PARSE_OK) {
-		imap_bad(s, NULL, "%s", cmd->error);
-		return;
-	}
-	if (q.ret & IMAP_SEARCH_RET_SAVE) {
-		imap_bad(s, NULL, "RETURN (SAVE) is not supported");
-		return;
-	}
-
+	memset(out, 0, sizeof *out);
 	/* The keyword table, for KEYWORD/UNKEYWORD: bit indexes are stable,
 	 * so they are looked up once. */
 	store_txn *t = store_read_begin(st);
 	if (t == NULL) {
 		imap_no(s, "SERVERBUG", "Cannot read the mailbox");
-		return;
+		return -1;
 	}
 	if (store_mailbox_keywords(t, s->view.mailbox_id, env.kwnames, &env.nkw) != STORE_OK)
 		env.nkw = 0;
-	struct sk *root = compile(&env, q.root);
+	struct sk *root = compile(&env, q->root);
 	store_read_end(t);
 	if (root == NULL) {
 		imap_bad(s, NULL, "Search too complex");
-		return;
+		return -2;
 	}
 
 	struct walk w = { .root = root, .uids = s->view.uids };
@@ -753,9 +759,164 @@ void imap_cmd_search(struct imap_session *s, struct imap_cmd *cmd)
 	if (failed || w.oom) {
 		free(w.hits);
 		imap_no(s, "SERVERBUG", "Search failed");
+		return -1;
+	}
+	out->seqs = w.hits;
+	out->n = w.nhits;
+	out->max_modseq = w.max_modseq;
+	out->first_modseq = w.first_modseq;
+	out->last_modseq = w.last_modseq;
+	return 0;
+}
+
+/* ------------------------------------------------------------ answering */
+
+/* Replace the saved result (RFC 5182 §2.1, §2.4) by what H found: all of
+ * it, or only MIN and/or MAX when those are asked without ALL or COUNT.
+ * Saved as UIDs, ascending.  -1 when memory runs out (then it is empty). */
+static int save_result(struct imap_session *s, const struct imap_search *q,
+                       const struct imap_search_hits *h)
+{
+	struct imap_view *v = &s->view;
+	unsigned r = q->ret;
+	uint32_t *u = NULL;
+	size_t n = 0;
+
+	if (h->n > 0) {
+		u = malloc(h->n * sizeof *u);
+		if (u == NULL) {
+			imap_saved_reset(v);
+			return -1;
+		}
+	}
+	if ((r & (IMAP_SEARCH_RET_ALL | IMAP_SEARCH_RET_COUNT)) ||
+	    !(r & (IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX))) {
+		for (size_t i = 0; i < h->n; i++)
+			u[n++] = v->uids[h->seqs[i] - 1];
+	} else if (h->n > 0) {
+		if (r & IMAP_SEARCH_RET_MIN)
+			u[n++] = v->uids[h->seqs[0] - 1];
+		if ((r & IMAP_SEARCH_RET_MAX) && (n == 0 || h->n > 1))
+			u[n++] = v->uids[h->seqs[h->n - 1] - 1];
+	}
+	imap_saved_reset(v);
+	v->saved = u;
+	v->nsaved = n;
+	return 0;
+}
+
+/* The MODSEQ an ESEARCH response carries (RFC 4731 §3.2): that of the
+ * messages it returns. */
+static uint64_t esearch_modseq(unsigned ret, const struct imap_search_hits *h)
+{
+	bool min = ret & IMAP_SEARCH_RET_MIN, max = ret & IMAP_SEARCH_RET_MAX;
+
+	if ((ret & (IMAP_SEARCH_RET_ALL | IMAP_SEARCH_RET_COUNT)) || (!min && !max))
+		return h->max_modseq;
+	if (min && max)
+		return h->first_modseq > h->last_modseq ? h->first_modseq : h->last_modseq;
+	return min ? h->first_modseq : h->last_modseq;
+}
+
+static void write_result(struct imap_session *s, const struct imap_cmd *cmd,
+                         const struct imap_search *q, struct imap_search_hits *h)
+{
+	struct imap_wbuf *o = &s->out;
+	const struct imap_view *v = &s->view;
+	const unsigned items = IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX |
+	                       IMAP_SEARCH_RET_ALL | IMAP_SEARCH_RET_COUNT;
+
+	/* Numbers to report: UIDs for UID SEARCH (RFC 3501 §6.4.8). */
+	if (s->uid)
+		for (size_t i = 0; i < h->n; i++)
+			h->seqs[i] = v->uids[h->seqs[i] - 1];
+
+	if (!q->esearch) {
+		imap_write_str(o, "* SEARCH");
+		for (size_t i = 0; i < h->n; i++) {
+			imap_write_byte(o, ' ');
+			imap_write_u64(o, h->seqs[i]);
+		}
+		if (q->modseq_used && h->n > 0) { /* RFC 7162 §3.1.5 */
+			imap_write_str(o, " (MODSEQ ");
+			imap_write_u64(o, h->max_modseq);
+			imap_write_byte(o, ')');
+		}
+		imap_write_crlf(o);
 		return;
 	}
-	write_result(s, cmd, &q, &w);
-	free(w.hits);
-	imap_ok(s, NULL, "Search completed");
+	/* RETURN (SAVE) alone asks for no result items, so no ESEARCH
+	 * response is sent (RFC 5182 §2.2 example 1, RFC 4731 §3.1). */
+	if (!(q->ret & items))
+		return;
+	/* RFC 4731 §3.1: MIN, MAX and ALL are left out when nothing matched;
+	 * COUNT is always there.  ALL is a sequence set. */
+	imap_write_str(o, "* ESEARCH (TAG ");
+	imap_write_string(o, cmd->tag.s, cmd->tag.len, 0);
+	imap_write_byte(o, ')');
+	if (s->uid)
+		imap_write_str(o, " UID");
+	if ((q->ret & IMAP_SEARCH_RET_MIN) && h->n) {
+		imap_write_str(o, " MIN ");
+		imap_write_u64(o, h->seqs[0]);
+	}
+	if ((q->ret & IMAP_SEARCH_RET_MAX) && h->n) {
+		imap_write_str(o, " MAX ");
+		imap_write_u64(o, h->seqs[h->n - 1]);
+	}
+	if ((q->ret & IMAP_SEARCH_RET_ALL) && h->n) {
+		imap_write_str(o, " ALL ");
+		imap_write_uid_set(o, h->seqs, h->n);
+	}
+	if (q->ret & IMAP_SEARCH_RET_COUNT) {
+		imap_write_str(o, " COUNT ");
+		imap_write_u64(o, h->n);
+	}
+	if (q->modseq_used && h->n) {
+		imap_write_str(o, " MODSEQ ");
+		imap_write_u64(o, esearch_modseq(q->ret, h));
+	}
+	imap_write_crlf(o);
+}
+
+void imap_cmd_search(struct imap_session *s, struct imap_cmd *cmd)
+{
+	struct imap_search q;
+	struct imap_search_hits h;
+	int rc;
+
+	if (imap_parse_sp(cmd) != IMAP_PARSE_OK) {
+		imap_bad(s, NULL, "%s", cmd->error);
+		return;
+	}
+	rc = imap_parse_search(cmd, &q);
+	if (rc == IMAP_PARSE_BADCHARSET) {
+		/* A NO to a SEARCH with SAVE empties the saved result (RFC 5182
+		 * §2.1); a BAD leaves it as it was. */
+		if (q.ret & IMAP_SEARCH_RET_SAVE)
+			imap_saved_reset(&s->view);
+		imap_no(s, "BADCHARSET (UTF-8 US-ASCII)", "Unsupported charset");
+		return;
+	}
+	if (rc != IMAP_PARSE_OK) {
+		imap_bad(s, NULL, "%s", cmd->error);
+		return;
+	}
+	if (q.modseq_used) /* a CONDSTORE enabling command (RFC 7162 §3.1) */
+		imap_condstore_enable(s);
+	rc = imap_search_run(s, cmd, &q, &h);
+	if (rc != 0) {
+		if (rc == -1 && (q.ret & IMAP_SEARCH_RET_SAVE))
+			imap_saved_reset(&s->view);
+		return;
+	}
+	if ((q.ret & IMAP_SEARCH_RET_SAVE) && save_result(s, &q, &h) < 0) {
+		free(h.seqs);
+		imap_no(s, "SERVERBUG", "Out of memory saving the result");
+		return;
+	}
+	write_result(s, cmd, &q, &h);
+	free(h.seqs);
+	imap_ok(s, NULL, "%s", (q.ret & IMAP_SEARCH_RET_SAVE) ? "Search completed, result saved"
+	                                                      : "Search completed");
 }

@@ -126,6 +126,9 @@ struct store_ctx {
 	uint32_t *pre_flags;
 	uint64_t *pre_kw, *pre_modseq;
 	uint64_t pre_reported;
+	/* STORE (UNCHANGEDSINCE n), RFC 7162 §3.1.3. */
+	bool conditional;
+	uint64_t unchangedsince;
 };
 
 static uint32_t apply_mode(enum store_flag_mode mode, uint32_t cur, uint32_t v)
@@ -200,7 +203,7 @@ static void write_fetch_flags(struct imap_session *s, const struct store_message
 	imap_write_str(o, "* ");
 	imap_write_u64(o, seq);
 	imap_write_str(o, " FETCH (");
-	if (s->uid) { /* RFC 3501 §6.4.8 */
+	if (s->uid || (s->enabled & IMAP_EN_CONDSTORE)) { /* RFC 3501 §6.4.8, RFC 7162 §3.2.4 */
 		imap_write_str(o, "UID ");
 		imap_write_u64(o, m->uid);
 		imap_write_byte(o, ' ');
@@ -214,6 +217,58 @@ static void write_fetch_flags(struct imap_session *s, const struct store_message
 		imap_write_byte(o, ')');
 	}
 	imap_write_str(o, ")\r\n");
+}
+
+/* RFC 7162 §3.1.3: a conditional STORE reports the new MODSEQ of each
+ * message it passed, even under .SILENT; this is that FETCH without FLAGS. */
+static void write_fetch_modseq(struct imap_session *s, const struct store_message *m)
+{
+	struct imap_wbuf *o = &s->out;
+	uint32_t seq = imap_view_seq(&s->view, m->uid);
+
+	if (seq == 0)
+		return;
+	imap_write_str(o, "* ");
+	imap_write_u64(o, seq);
+	imap_write_str(o, " FETCH (UID ");
+	imap_write_u64(o, m->uid);
+	imap_write_str(o, " MODSEQ (");
+	imap_write_u64(o, m->modseq);
+	imap_write_str(o, "))\r\n");
+}
+
+/* "MODIFIED set" (RFC 7162 §3.1.3) into CODE, NUL-terminated: the numbers
+ * (UIDs for UID STORE) of the messages that failed UNCHANGEDSINCE.  Returns
+ * 1 if some did, 0 if none, -1 out of memory.  *PASSED[i] tells whether
+ * x->uids[i] was stored. */
+static int modified_code(struct imap_session *s, const struct store_ctx *x, store_req *r,
+                         struct imap_wbuf *code, bool *passed)
+{
+	uint32_t *nums = imap_cmd_alloc(&s->cmd, (x->n ? x->n : 1) * sizeof(*nums));
+	size_t k = 0;
+
+	if (nums == NULL)
+		return -1;
+	for (size_t i = 0; i < x->n; i++) {
+		const struct store_result *res = store_req_result(r, i);
+		passed[i] = res != NULL && res->status == STORE_OK && res->uid != 0;
+		if (res != NULL && res->status == STORE_MODIFIED)
+			nums[k++] = s->uid ? x->uids[i] : imap_view_seq(&s->view, x->uids[i]);
+	}
+	if (k == 0)
+		return 0;
+	imap_write_str(code, "MODIFIED ");
+	imap_write_uid_set(code, nums, k); /* ascending, as x->uids */
+	imap_write_byte(code, '\0');
+	return code->oom ? -1 : 1;
+}
+
+static void store_answer(struct imap_session *s, const struct imap_wbuf *code, bool modified)
+{
+	if (modified)
+		imap_ok(s, code->data, "Conditional STORE failed for some messages");
+	else
+		imap_ok(s, NULL, "Store completed");
 }
 
 /*
@@ -232,27 +287,46 @@ static void store_done(struct imap_session *s, store_req *r)
 	const char *names[64] = { 0 };
 	size_t nnames = 0;
 	int status = store_req_status(r);
+	struct imap_wbuf code;
+	bool modified = false;
+	bool *passed = NULL;
 
 	s->cmd_state = NULL;
 	if (status != STORE_OK) {
 		answer_store_error(s, status, "STORE");
 		return;
 	}
+	imap_wbuf_init(&code);
+	if (x->conditional) {
+		passed = imap_cmd_alloc(&s->cmd, x->n * sizeof(*passed));
+		int m = passed != NULL ? modified_code(s, x, r, &code, passed) : -1;
+		if (m < 0) {
+			/* Stored, but we cannot say which failed: the client
+			 * learns the flags from the sync and retries. */
+			imap_wbuf_free(&code);
+			imap_no(s, "SERVERBUG", "Conditional STORE done, but out of memory to report it");
+			return;
+		}
+		modified = m > 0;
+	}
 	if (s->state != IMAP_SELECTED) {
-		imap_ok(s, NULL, "Store completed");
+		store_answer(s, &code, modified);
+		imap_wbuf_free(&code);
 		return;
 	}
 
 	store *st = conn_store(s->c);
 	store_txn *t = store_read_begin(st);
 	if (t == NULL) {
-		imap_ok(s, NULL, "Store completed"); /* the sync will report */
+		store_answer(s, &code, modified); /* the sync will report */
+		imap_wbuf_free(&code);
 		return;
 	}
 	if (store_mailbox_get_id(t, v->mailbox_id, &mb) != STORE_OK ||
 	    store_mailbox_keywords(t, v->mailbox_id, names, &nnames) != STORE_OK) {
 		store_read_end(t);
-		imap_ok(s, NULL, "Store completed");
+		store_answer(s, &code, modified);
+		imap_wbuf_free(&code);
 		return;
 	}
 	/* A keyword new to the mailbox: the client hears the new FLAGS before
@@ -265,12 +339,15 @@ static void store_done(struct imap_session *s, store_req *r)
 	        STORE_OK || fc.oom) {
 		free(fc.uids);
 		store_read_end(t);
-		imap_ok(s, NULL, "Store completed");
+		store_answer(s, &code, modified);
+		imap_wbuf_free(&code);
 		return;
 	}
 	/* Without .SILENT, every message named is reported, changed or not
-	 * (RFC 3501 §6.4.6: "the updated value"). */
-	if (!x->silent) {
+	 * (RFC 3501 §6.4.6: "the updated value"); so is every message of a
+	 * conditional STORE, at least by its MODSEQ (RFC 7162 §3.1.3), and
+	 * with its flags when it failed the test (Example 10 there). */
+	if (!x->silent || x->conditional) {
 		for (size_t i = 0; i < x->n && !fc.oom; i++) {
 			struct store_change ch = { .uid = x->uids[i], .kind = STORE_CHANGE_FLAGS };
 			collect_flag_change(&ch, &fc);
@@ -292,17 +369,22 @@ static void store_done(struct imap_session *s, store_req *r)
 		ssize_t j = x->silent ? find_uid(x->uids, x->n, uid) : -1;
 		/* .SILENT: stay quiet about a message the client knew as it was
 		 * before and that now holds exactly what this STORE made of it. */
-		if (j >= 0 && x->pre_modseq[j] != 0 && x->pre_modseq[j] <= x->pre_reported &&
+		if (j >= 0 && (!x->conditional || passed[j]) &&
+		    x->pre_modseq[j] != 0 && x->pre_modseq[j] <= x->pre_reported &&
 		    m.flags == apply_mode(x->mode, x->pre_flags[j], x->fs.sys) &&
-		    m.keywords == apply_mode64(x->mode, x->pre_kw[j], kwbits))
+		    m.keywords == apply_mode64(x->mode, x->pre_kw[j], kwbits)) {
+			if (x->conditional && passed[j])
+				write_fetch_modseq(s, &m);
 			continue;
+		}
 		write_fetch_flags(s, &m, names, nnames);
 	}
 	free(fc.uids);
 	store_read_end(t);
 	if (mb.highestmodseq > v->reported_modseq)
 		v->reported_modseq = mb.highestmodseq;
-	imap_ok(s, NULL, "Store completed");
+	store_answer(s, &code, modified);
+	imap_wbuf_free(&code);
 }
 
 void imap_cmd_store(struct imap_session *s, struct imap_cmd *cmd)
@@ -317,12 +399,8 @@ void imap_cmd_store(struct imap_session *s, struct imap_cmd *cmd)
 		imap_bad(s, NULL, "%s", cmd->error);
 		return;
 	}
-	if (a.unchangedsince_set) {
-		/* RFC 7162 §3.1.3 needs the check and the write in one
-		 * transaction, which the store does not offer yet. */
-		imap_bad(s, NULL, "UNCHANGEDSINCE is not supported");
-		return;
-	}
+	if (a.unchangedsince_set) /* a CONDSTORE enabling command (RFC 7162 §3.1) */
+		imap_condstore_enable(s);
 	if (s->view.readonly) {
 		imap_no(s, NULL, "Mailbox is read-only");
 		return;
@@ -346,6 +424,8 @@ void imap_cmd_store(struct imap_session *s, struct imap_cmd *cmd)
 	x->mode = a.op == IMAP_STORE_ADD ? STORE_FLAGS_ADD
 	        : a.op == IMAP_STORE_REMOVE ? STORE_FLAGS_REMOVE : STORE_FLAGS_REPLACE;
 	x->silent = a.silent;
+	x->conditional = a.unchangedsince_set;
+	x->unchangedsince = a.unchangedsince;
 	if (x->n == 0) {
 		imap_ok(s, NULL, "Store completed");
 		return;
@@ -379,9 +459,16 @@ void imap_cmd_store(struct imap_session *s, struct imap_cmd *cmd)
 		imap_no(s, "SERVERUNAVAILABLE", "Out of memory");
 		return;
 	}
-	for (size_t i = 0; i < x->n; i++)
-		store_req_set_flags(r, s->view.mailbox_id, x->uids[i], x->mode, x->fs.sys,
-		                    x->fs.kw, x->fs.nkw);
+	/* The UNCHANGEDSINCE test is the writer's, in the transaction that
+	 * writes, so nothing can change a message between test and write. */
+	for (size_t i = 0; i < x->n; i++) {
+		if (x->conditional)
+			store_req_set_flags_if(r, s->view.mailbox_id, x->uids[i], x->mode,
+			                       x->fs.sys, x->fs.kw, x->fs.nkw, x->unchangedsince);
+		else
+			store_req_set_flags(r, s->view.mailbox_id, x->uids[i], x->mode,
+			                    x->fs.sys, x->fs.kw, x->fs.nkw);
+	}
 	s->cmd_state = x;
 	imap_submit(s, r, store_done);
 }

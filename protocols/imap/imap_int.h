@@ -66,6 +66,12 @@ struct imap_view {
 	size_t nrecent;
 	uint64_t reported_modseq; /* FETCH FLAGS sent for changes up to here */
 	size_t nkeywords;       /* keyword table entries the client was told */
+	/* Added for SEARCHRES (additive): the saved search result "$" (RFC
+	 * 5182), as ascending UIDs so that an expunge drops a message from it
+	 * without renumbering (§2.1).  Empty after SELECT, EXAMINE, CLOSE and
+	 * UNSELECT: imap_view_close frees it. */
+	uint32_t *saved;
+	size_t nsaved;
 };
 
 struct imap_session;
@@ -205,6 +211,30 @@ void imap_view_write_flags(struct imap_session *s);
  * as \Recent (0: none), for STATUS RECENT. */
 uint32_t imap_recent_claimed(uint32_t mailbox_id);
 
+/* --------------------------------------------- CONDSTORE and QRESYNC */
+
+/* Added (additive), imap_condstore.c.  Turn CONDSTORE on for the session
+ * (ENABLE, or any CONDSTORE enabling command of RFC 7162 §3.1): from then
+ * on unsolicited FETCH responses carry UID and MODSEQ.  The first time,
+ * with a mailbox selected, "* OK [HIGHESTMODSEQ n]" is appended. */
+void imap_condstore_enable(struct imap_session *s);
+/* After SELECT/EXAMINE's untagged data: the QRESYNC resync (RFC 7162
+ * §3.2.5) of P against the fresh view: "* VANISHED (EARLIER)" and "* n
+ * FETCH (UID FLAGS MODSEQ)" for what changed after P->modseq, up to the
+ * view's modseq (later changes come from the sync at the answer).  Nothing
+ * when P->uidvalidity is not the mailbox's.  Cost: the changes since
+ * P->modseq.  0, or a STORE_* status (nothing written then). */
+struct imap_select_params;
+int imap_qresync_select(struct imap_session *s, const struct imap_select_params *p);
+/* UID FETCH ... (CHANGEDSINCE SINCE VANISHED), RFC 7162 §3.2.6: append
+ * "* VANISHED (EARLIER) uids" for the UIDs of SET expunged after SINCE
+ * (up to the view's modseq).  0, or a STORE_* status. */
+int imap_vanished_earlier(struct imap_session *s, const struct imap_seqset *set,
+                          uint64_t since);
+
+/* Added (additive): empty the saved search result (RFC 5182 §2.1). */
+void imap_saved_reset(struct imap_view *v);
+
 /* ------------------------------------------------------ command files */
 
 /* imap_cmd_mailbox.c */
@@ -221,6 +251,40 @@ void imap_cmd_expunge(struct imap_session *s, struct imap_cmd *cmd); /* EXPUNGE,
 void imap_cmd_fetch(struct imap_session *s, struct imap_cmd *cmd);
 /* imap_cmd_search.c */
 void imap_cmd_search(struct imap_session *s, struct imap_cmd *cmd);
+
+/* Added (additive), imap_cmd_search.c: the search SORT and THREAD share.
+ * Evaluates Q's keys against every message of the view, in slices of
+ * short read transactions.  On success returns 0 and fills *OUT; the
+ * caller frees OUT->seqs.  Otherwise it has answered the command: -1 after
+ * a NO, -2 after a BAD. */
+struct imap_search_hits {
+	uint32_t *seqs;          /* sequence numbers matched, ascending */
+	size_t n;
+	uint64_t max_modseq;     /* highest modseq of the matches */
+	uint64_t first_modseq, last_modseq; /* of seqs[0] and seqs[n - 1] */
+};
+int imap_search_run(struct imap_session *s, struct imap_cmd *cmd, const struct imap_search *q,
+                    struct imap_search_hits *out);
+
+/* Added (additive), imap_cmd_search.c: parse an RFC 5322 Date: value
+ * (§3.3, obsolete forms of §4.3) from unfolded S/LEN into *DT (zone in
+ * minutes east of UTC).  Returns 0 when there is no valid date, else
+ * IMAP_DATEF_DATE with TIME and ZONE when those were there and valid, or
+ * BAD_TIME / BAD_ZONE when they were there but malformed (their fields are
+ * then 0). */
+enum {
+	IMAP_DATEF_DATE = 1u << 0,
+	IMAP_DATEF_TIME = 1u << 1,
+	IMAP_DATEF_ZONE = 1u << 2,
+	IMAP_DATEF_BAD_TIME = 1u << 3,
+	IMAP_DATEF_BAD_ZONE = 1u << 4,
+};
+unsigned imap_date_field_parse(const char *s, size_t len, struct imap_datetime *dt);
+
+/* Added (additive), imap_cmd_sort.c: SORT and THREAD (RFC 5256), with
+ * their UID forms. */
+void imap_cmd_sort(struct imap_session *s, struct imap_cmd *cmd);
+void imap_cmd_thread(struct imap_session *s, struct imap_cmd *cmd);
 /* imap_cmd_store.c */
 void imap_cmd_store(struct imap_session *s, struct imap_cmd *cmd);
 void imap_cmd_copy(struct imap_session *s, struct imap_cmd *cmd);    /* COPY, MOVE */

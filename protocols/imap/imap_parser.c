@@ -860,7 +860,7 @@ static int parse_nz_number64(struct imap_cmd *c, uint64_t *out)
 /* ------------------------------------------------------------------ */
 
 static const char *const uid_commands[] = {
-	"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE",
+	"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE", "SORT", "THREAD",
 };
 
 static int parse_name(struct imap_cmd *c)
@@ -1953,6 +1953,21 @@ static bool next_word_is(struct imap_cmd *c, const char *word)
 	       strncasecmp(c->buf + c->pos, word, wl) == 0;
 }
 
+/* A charset name and the SP after it.  RFC 3501 section 6.4.4: an
+ * unsupported charset is a NO with BADCHARSET, not a BAD. */
+static int parse_search_charset(struct imap_cmd *c)
+{
+	struct imap_str cs;
+
+	if (imap_parse_astring(c, &cs) || imap_parse_sp(c))
+		return IMAP_PARSE_BAD;
+	if (!token_is(cs.s, cs.len, "UTF-8") && !token_is(cs.s, cs.len, "US-ASCII")) {
+		c->error = "unsupported charset";
+		return IMAP_PARSE_BADCHARSET;
+	}
+	return IMAP_PARSE_OK;
+}
+
 int imap_parse_search(struct imap_cmd *c, struct imap_search *s)
 {
 	memset(s, 0, sizeof(*s));
@@ -1963,21 +1978,94 @@ int imap_parse_search(struct imap_cmd *c, struct imap_search *s)
 			return IMAP_PARSE_BAD;
 	}
 	if (next_word_is(c, "CHARSET")) {
-		struct imap_str cs;
 		c->pos += 8;
-		if (imap_parse_astring(c, &cs) || imap_parse_sp(c))
-			return IMAP_PARSE_BAD;
-		/* RFC 3501 section 6.4.4: an unsupported charset is a NO with
-		 * BADCHARSET, not a BAD. */
-		if (!token_is(cs.s, cs.len, "UTF-8") &&
-		    !token_is(cs.s, cs.len, "US-ASCII")) {
-			c->error = "unsupported charset";
-			return IMAP_PARSE_BADCHARSET;
-		}
+		int rc = parse_search_charset(c);
+		if (rc != IMAP_PARSE_OK)
+			return rc;
 	}
 	if (parse_search_list(c, s, false, &s->root))
 		return IMAP_PARSE_BAD;
 	return imap_parse_end(c);
+}
+
+static const struct {
+	const char *name;
+	enum imap_sort_key key;
+} sort_keys[] = {
+	{ "ARRIVAL", IMAP_SORT_ARRIVAL }, { "CC", IMAP_SORT_CC },
+	{ "DATE", IMAP_SORT_DATE }, { "FROM", IMAP_SORT_FROM },
+	{ "SIZE", IMAP_SORT_SIZE }, { "SUBJECT", IMAP_SORT_SUBJECT },
+	{ "TO", IMAP_SORT_TO }, { "DISPLAYFROM", IMAP_SORT_DISPLAYFROM },
+	{ "DISPLAYTO", IMAP_SORT_DISPLAYTO },
+};
+
+/* charset SP search-keys, as SORT and THREAD have them (RFC 5256 §5). */
+static int parse_charset_keys(struct imap_cmd *c, struct imap_search *s)
+{
+	int rc = parse_search_charset(c);
+
+	if (rc != IMAP_PARSE_OK)
+		return rc;
+	if (parse_search_list(c, s, false, &s->root))
+		return IMAP_PARSE_BAD;
+	return imap_parse_end(c);
+}
+
+int imap_parse_sort(struct imap_cmd *c, struct imap_sort *out)
+{
+	struct imap_str w;
+
+	memset(out, 0, sizeof(*out));
+	c->depth = 0;
+	if (expect_char(c, '(', "expected a list of sort criteria"))
+		return IMAP_PARSE_BAD;
+	for (;;) {
+		bool reverse = false;
+		size_t i;
+		if (parse_keyword(c, &w))
+			return IMAP_PARSE_BAD;
+		if (strcmp(w.s, "REVERSE") == 0) {
+			reverse = true;
+			if (imap_parse_sp(c) || parse_keyword(c, &w))
+				return IMAP_PARSE_BAD;
+		}
+		for (i = 0; i < sizeof(sort_keys) / sizeof(*sort_keys); i++)
+			if (strcmp(w.s, sort_keys[i].name) == 0)
+				break;
+		if (i == sizeof(sort_keys) / sizeof(*sort_keys))
+			return failf(c, "unknown sort criterion", w.s, w.len);
+		if (out->ncrit == IMAP_SORT_MAX)
+			return fail(c, "too many sort criteria");
+		out->crit[out->ncrit].key = sort_keys[i].key;
+		out->crit[out->ncrit].reverse = reverse;
+		out->ncrit++;
+		if (accept_char(c, ')'))
+			break;
+		if (imap_parse_sp(c))
+			return fail(c, "unterminated sort criteria");
+	}
+	if (imap_parse_sp(c))
+		return IMAP_PARSE_BAD;
+	return parse_charset_keys(c, &out->search);
+}
+
+int imap_parse_thread(struct imap_cmd *c, struct imap_thread *out)
+{
+	struct imap_str w;
+
+	memset(out, 0, sizeof(*out));
+	c->depth = 0;
+	if (parse_keyword(c, &w))
+		return IMAP_PARSE_BAD;
+	if (strcmp(w.s, "ORDEREDSUBJECT") == 0)
+		out->alg = IMAP_THREAD_ORDEREDSUBJECT;
+	else if (strcmp(w.s, "REFERENCES") == 0)
+		out->alg = IMAP_THREAD_REFERENCES;
+	else
+		return failf(c, "unknown threading algorithm", w.s, w.len);
+	if (imap_parse_sp(c))
+		return IMAP_PARSE_BAD;
+	return parse_charset_keys(c, &out->search);
 }
 
 /* ------------------------------------------------------------------ */

@@ -566,6 +566,46 @@ struct imap_search {
  */
 int imap_parse_search(struct imap_cmd *cmd, struct imap_search *out);
 
+/* --- SORT and THREAD (RFC 5256) ---------------------------------------- */
+
+enum imap_sort_key {
+	IMAP_SORT_ARRIVAL, IMAP_SORT_CC, IMAP_SORT_DATE, IMAP_SORT_FROM,
+	IMAP_SORT_SIZE, IMAP_SORT_SUBJECT, IMAP_SORT_TO,
+	IMAP_SORT_DISPLAYFROM, IMAP_SORT_DISPLAYTO,        /* RFC 5957 */
+};
+
+/* The most sort criteria one SORT may give. */
+#define IMAP_SORT_MAX 16
+
+struct imap_sort {
+	struct {
+		enum imap_sort_key key;
+		bool reverse;
+	} crit[IMAP_SORT_MAX];
+	size_t ncrit;
+	struct imap_search search; /* keys only: never RETURN */
+};
+
+/*
+ * The SORT arguments after the command name's SP (RFC 5256 §5):
+ * "(" [REVERSE SP] key *(SP [REVERSE SP] key) ")" SP charset 1*(SP key).
+ * The charset is mandatory (no CHARSET word); UTF-8 and US-ASCII are
+ * accepted, any other returns IMAP_PARSE_BADCHARSET.
+ */
+int imap_parse_sort(struct imap_cmd *cmd, struct imap_sort *out);
+
+enum imap_thread_alg { IMAP_THREAD_ORDEREDSUBJECT, IMAP_THREAD_REFERENCES };
+
+struct imap_thread {
+	enum imap_thread_alg alg;
+	struct imap_search search;
+};
+
+/* The THREAD arguments after the command name's SP: algorithm SP charset
+ * 1*(SP key).  An unknown algorithm is refused (BAD); the charset as for
+ * SORT. */
+int imap_parse_thread(struct imap_cmd *cmd, struct imap_thread *out);
+
 /* --- mailbox commands ------------------------------------------------- */
 
 enum {

@@ -7,6 +7,7 @@
  * to which the store's change feed has been applied.  imap_view_sync() reads
  * "changes since view.modseq" and turns them into EXPUNGE, EXISTS, RECENT,
  * FLAGS and FETCH (FLAGS) responses (§7.4.1, §5.2).  Flags are never cached.
+ * Once QRESYNC is enabled, expunges go out as VANISHED (RFC 7162 §3.2.10).
  *
  * \Recent (§2.3.2): a process-wide table maps a mailbox id to the highest
  * UID some session has already claimed as recent; a SELECT, or a sync that
@@ -339,6 +340,7 @@ void imap_view_close(struct imap_session *s)
 	s->watch = NULL;
 	free(s->view.uids);
 	free(s->view.recent);
+	free(s->view.saved); /* RFC 5182 §2.1: "$" is empty in the next mailbox */
 	memset(&s->view, 0, sizeof s->view);
 	if (s->state == IMAP_SELECTED)
 		s->state = IMAP_AUTH;
@@ -414,7 +416,9 @@ static int cmp_change_uid(const void *a, const void *b)
 }
 
 /* "* n EXPUNGE" for each UID of LIST, highest sequence number first so
- * that no number shifts under the ones still to come, then drop them. */
+ * that no number shifts under the ones still to come, then drop them.
+ * Once QRESYNC is enabled, one "* VANISHED uids" instead (RFC 7162
+ * §3.2.10.2: it names only messages the client was told of, as here). */
 static void view_apply_expunges(struct imap_session *s, struct change_list *l)
 {
 	struct imap_view *v = &s->view;
@@ -429,8 +433,22 @@ static void view_apply_expunges(struct imap_session *s, struct change_list *l)
 			seqs[n++] = seq;
 	}
 	qsort(seqs, n, sizeof *seqs, cmp_u32);
+	if ((s->enabled & IMAP_EN_QRESYNC) && n) {
+		uint32_t *uids = malloc(n * sizeof *uids);
+		if (!uids) {
+			free(seqs);
+			return;
+		}
+		for (size_t i = 0; i < n; i++)
+			uids[i] = v->uids[seqs[i] - 1]; /* ascending, as seqs are */
+		imap_write_str(&s->out, "* VANISHED ");
+		imap_write_uid_set(&s->out, uids, n);
+		imap_write_crlf(&s->out);
+		free(uids);
+	}
 	for (size_t i = n; i-- > 0;) {
-		imap_untagged(s, "%" PRIu32 " EXPUNGE", seqs[i]);
+		if (!(s->enabled & IMAP_EN_QRESYNC))
+			imap_untagged(s, "%" PRIu32 " EXPUNGE", seqs[i]);
 		v->uids[seqs[i] - 1] = 0;
 	}
 	uint32_t out = 0;
@@ -470,8 +488,14 @@ static void view_gone(struct imap_session *s, bool expunge_ok)
 
 	if (!expunge_ok)
 		return;
-	for (uint32_t i = v->count; i > 0; i--)
-		imap_untagged(s, "%" PRIu32 " EXPUNGE", i);
+	if ((s->enabled & IMAP_EN_QRESYNC) && v->count) {
+		imap_write_str(&s->out, "* VANISHED ");
+		imap_write_uid_set(&s->out, v->uids, v->count);
+		imap_write_crlf(&s->out);
+	} else {
+		for (uint32_t i = v->count; i > 0; i--)
+			imap_untagged(s, "%" PRIu32 " EXPUNGE", i);
+	}
 	v->count = 0;
 }
 
@@ -544,9 +568,10 @@ void imap_view_sync(struct imap_session *s, bool expunge_ok)
 		imap_write_str(&s->out, "* ");
 		imap_write_u64(&s->out, seq);
 		imap_write_str(&s->out, " FETCH (");
-		if (s->uid) {
+		if (s->uid || (s->enabled & IMAP_EN_CONDSTORE)) {
 			/* RFC 3501 §6.4.8: FETCH responses during a UID command
-			 * carry the UID. */
+			 * carry the UID; so do all unsolicited ones once
+			 * CONDSTORE is on (RFC 7162 §3.2.4). */
 			imap_write_str(&s->out, "UID ");
 			imap_write_u64(&s->out, m.uid);
 			imap_write_byte(&s->out, ' ');
@@ -562,6 +587,12 @@ void imap_view_sync(struct imap_session *s, bool expunge_ok)
 		imap_write_str(&s->out, ")\r\n");
 	}
 	store_read_end(t);
+	/* RFC 7162 §3.2: MODSEQs above an expunge we may not report yet have
+	 * been shown (here or in the command's own FETCH responses); tell the
+	 * client how far it really is in step, lest it skip the expunge when
+	 * it resyncs after a disconnection. */
+	if (x.expunged.n && !expunge_ok && (s->enabled & IMAP_EN_CONDSTORE))
+		imap_untagged(s, "OK [HIGHESTMODSEQ %" PRIu64 "] Expunges pending", upto);
 	if (mb.highestmodseq > v->reported_modseq)
 		v->reported_modseq = mb.highestmodseq;
 	if (upto > v->modseq)
@@ -572,6 +603,13 @@ void imap_view_sync(struct imap_session *s, bool expunge_ok)
 }
 
 /* ------------------------------------------------------ sequence sets */
+
+void imap_saved_reset(struct imap_view *v)
+{
+	free(v->saved);
+	v->saved = NULL;
+	v->nsaved = 0;
+}
 
 int imap_view_resolve(struct imap_session *s, const struct imap_seqset *set, bool by_uid,
                       uint32_t **uids, size_t *n)
@@ -584,8 +622,21 @@ int imap_view_resolve(struct imap_session *s, const struct imap_seqset *set, boo
 	*uids = NULL;
 	*n = 0;
 	if (set->dollar) {
-		imap_bad(s, NULL, "No saved search result ($ needs SEARCHRES)");
-		return -1;
+		/* RFC 5182 §2.1: "$" is the saved result, the same messages in
+		 * a UID command as in one by number, minus those expunged
+		 * since; empty is valid and names nothing. */
+		uint32_t *out = imap_cmd_alloc(&s->cmd, (v->nsaved ? v->nsaved : 1) * sizeof *out);
+		size_t k = 0;
+		if (!out) {
+			imap_bad(s, NULL, "Sequence set too large");
+			return -1;
+		}
+		for (size_t i = 0; i < v->nsaved; i++)
+			if (imap_view_seq(v, v->saved[i]) != 0)
+				out[k++] = v->saved[i];
+		*uids = out;
+		*n = k;
+		return 0;
 	}
 	max = by_uid ? (v->count ? v->uids[v->count - 1] : 0) : v->count;
 	if (imap_seqset_resolve(&s->cmd, set, max, &r, &nr) != IMAP_PARSE_OK) {

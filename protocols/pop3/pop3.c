@@ -1,6 +1,7 @@
 /*
  * pop3.c - the POP3 front-end (RFC 1939, with CAPA/RESP-CODES from RFC 2449,
- * STLS from RFC 2595 and the [SYS/TEMP], [SYS/PERM] and [AUTH] codes of RFC 3206).
+ * STLS from RFC 2595, AUTH from RFC 5034 (the mechanisms are protocols/sasl.c)
+ * and the [SYS/TEMP], [SYS/PERM] and [AUTH] codes of RFC 3206).
  *
  * A session is an explicit state machine (enum pop3_state) over one
  * connection.  At login it takes a snapshot of the user's INBOX (UIDs and
@@ -18,6 +19,7 @@
 #include <strings.h>
 
 #include "protocols/proto.h"
+#include "protocols/sasl.h"
 
 /* RFC 2449 section 4 allows 40-character arguments; be tolerant but bounded. */
 #define POP3_MAX_ARG 255
@@ -40,6 +42,7 @@ enum pop3_state {
 	                     * being produced as the output queue drains */
 	POP3_UPDATE,        /* QUIT: the store request is being committed */
 	POP3_CLOSING,       /* conn_close called; waiting for ops->close */
+	POP3_SASL,          /* AUTH sent a "+ " challenge: the next line answers it */
 };
 
 #define ST_AUTH (1u << POP3_AUTHORIZATION)
@@ -99,6 +102,8 @@ struct pop3_session {
 	struct pop3_session *lock_next, *lock_prev;
 
 	struct pop3_output out;
+
+	sasl *sasl;             /* the AUTH exchange in progress, or NULL */
 };
 
 /* A parsed command line. */
@@ -368,8 +373,8 @@ static bool pop3_open_mailbox(struct pop3_session *s)
 }
 
 /*
- * A password check finished.  Also where SASL AUTH (RFC 5034) will land
- * once it exists: both end in pop3_login().
+ * A login succeeded, by USER/PASS or by SASL AUTH (RFC 5034): open the
+ * mailbox and enter TRANSACTION.
  */
 static void pop3_login(struct pop3_session *s, const char *user, uint32_t user_id)
 {
@@ -583,7 +588,7 @@ static void pop3_cmd_capa(struct pop3_session *s, struct pop3_args *a)
 	conn *c = s->c;
 
 	/* RFC 2449 section 5; STLS per RFC 2595 section 4; AUTH-RESP-CODE
-	 * per RFC 3206 section 6.  SASL joins when AUTH exists. */
+	 * per RFC 3206 section 6. */
 	conn_puts(c, "+OK Capability list follows\r\n"
 	             "TOP\r\n"
 	             "UIDL\r\n"
@@ -591,8 +596,12 @@ static void pop3_cmd_capa(struct pop3_session *s, struct pop3_args *a)
 	             "AUTH-RESP-CODE\r\n"
 	             "PIPELINING\r\n");
 	if (s->state == POP3_AUTHORIZATION) {
+		char mechs[128];
 		if (pop3_plaintext_ok(s))
 			conn_puts(c, "USER\r\n");
+		/* RFC 5034 section 5: the mechanisms this connection may use. */
+		sasl_mech_list(c, " ", "", mechs, sizeof mechs);
+		conn_printf(c, "SASL%s\r\n", mechs);
 		if (conn_tls_available(c) && !conn_is_tls(c))
 			conn_puts(c, "STLS\r\n");
 	}
@@ -675,6 +684,143 @@ static void pop3_cmd_stls(struct pop3_session *s, struct pop3_args *a)
 	/* RFC 2595 section 4: forget everything learnt in clear. */
 	pop3_forget_user(s);
 	s->state = POP3_AUTHORIZATION;
+}
+
+/* ---------------------------------------------------------------- AUTH */
+
+static void pop3_sasl_end(struct pop3_session *s)
+{
+	sasl_free(s->sasl);
+	s->sasl = NULL;
+	if (s->state == POP3_SASL || s->state == POP3_AUTH_CHECKING)
+		s->state = POP3_AUTHORIZATION;
+}
+
+/* Act on a step of the exchange (protocols/sasl.h; RFC 5034 section 4). */
+static void pop3_sasl_outcome(struct pop3_session *s, enum sasl_status st)
+{
+	char user[256];
+	uint32_t id;
+
+	switch (st) {
+	case SASL_CONTINUE: {
+		size_t n;
+		const unsigned char *ch = sasl_challenge(s->sasl, &n);
+		char *b64 = malloc(n / 3 * 4 + 8);
+		if (!b64) {
+			pop3_sasl_end(s);
+			conn_puts(s->c, "-ERR [SYS/TEMP] Out of memory\r\n");
+			break;
+		}
+		sasl_b64_encode(ch, n, b64, n / 3 * 4 + 8);
+		conn_printf(s->c, "+ %s\r\n", b64);
+		free(b64);
+		s->state = POP3_SASL;
+		break;
+	}
+	case SASL_PENDING:
+		s->state = POP3_AUTH_CHECKING;
+		pop3_pause(s);
+		return;
+	case SASL_SUCCESS:
+		snprintf(user, sizeof user, "%s", sasl_user(s->sasl));
+		id = sasl_user_id(s->sasl);
+		pop3_sasl_end(s);
+		pop3_login(s, user, id);
+		break;
+	case SASL_FAILED:
+		pop3_sasl_end(s);
+		conn_puts(s->c, "-ERR [AUTH] Authentication failed\r\n");
+		break;
+	case SASL_NOT_PERMITTED:
+		pop3_sasl_end(s);
+		conn_puts(s->c, "-ERR [AUTH] Authorization identity not permitted\r\n");
+		break;
+	case SASL_MALFORMED:
+		pop3_sasl_end(s);
+		conn_puts(s->c, "-ERR Malformed SASL response\r\n");
+		break;
+	}
+	pop3_resume(s);
+}
+
+static void pop3_sasl_cb(sasl *x, void *arg, enum sasl_status st)
+{
+	struct pop3_session *s = arg;
+
+	if (!conn_closed(s->c))
+		pop3_sasl_outcome(s, st);
+}
+
+/* One base64 client message; "=" alone is an empty initial response
+ * (RFC 5034 section 4), an empty line an empty continuation. */
+static void pop3_sasl_data(struct pop3_session *s, const char *b64, size_t len)
+{
+	unsigned char buf[4096];
+	long n = sasl_b64_decode(b64, len, buf, sizeof buf);
+
+	if (n < 0) {
+		pop3_sasl_end(s);
+		conn_puts(s->c, "-ERR Invalid base64 in the SASL response\r\n");
+		return;
+	}
+	pop3_sasl_outcome(s, sasl_step(s->sasl, buf, (size_t)n, true));
+	explicit_bzero(buf, sizeof buf);
+}
+
+static void pop3_sasl_line(struct pop3_session *s, char *line, size_t len)
+{
+	s->state = POP3_AUTHORIZATION;
+	if (len == 1 && line[0] == '*') {
+		pop3_sasl_end(s);
+		conn_puts(s->c, "-ERR Authentication cancelled\r\n");
+		return;
+	}
+	pop3_sasl_data(s, line, len);
+	explicit_bzero(line, len);
+}
+
+static void pop3_cmd_auth(struct pop3_session *s, struct pop3_args *a)
+{
+	char mechs[128], mech[32];
+	const char *p = a->n ? a->v[0] : "", *ir;
+	size_t mlen;
+
+	if (a->n == 0) {
+		/* No argument: list the mechanisms, as RFC 1734 clients expect. */
+		sasl_mech_list(s->c, "", "\r\n", mechs, sizeof mechs);
+		conn_printf(s->c, "+OK SASL mechanisms follow\r\n%s.\r\n", mechs);
+		return;
+	}
+	mlen = strcspn(p, " ");
+	ir = p[mlen] == ' ' ? p + mlen + 1 : NULL;
+	if (mlen == 0 || mlen >= sizeof mech || (ir && strchr(ir, ' '))) {
+		conn_puts(s->c, "-ERR usage: AUTH mechanism [initial-response]\r\n");
+		return;
+	}
+	memcpy(mech, p, mlen);
+	mech[mlen] = '\0';
+	switch (sasl_mech_usable(s->c, mech)) {
+	case SASL_MECH_UNKNOWN:
+		conn_puts(s->c, "-ERR Unsupported authentication mechanism\r\n");
+		return;
+	case SASL_MECH_NEEDS_TLS:
+		conn_puts(s->c, "-ERR [AUTH] Plaintext authentication disallowed on "
+		                "non-secure (no TLS) connection\r\n");
+		return;
+	case SASL_MECH_OK:
+		break;
+	}
+	pop3_forget_user(s);
+	s->sasl = sasl_new(s->c, mech, pop3_sasl_cb, s);
+	if (!s->sasl) {
+		conn_puts(s->c, "-ERR [SYS/TEMP] Out of memory\r\n");
+		return;
+	}
+	if (ir)
+		pop3_sasl_data(s, ir, strcmp(ir, "=") == 0 ? 0 : strlen(ir));
+	else
+		pop3_sasl_outcome(s, sasl_step(s->sasl, NULL, 0, false));
 }
 
 static void pop3_cmd_stat(struct pop3_session *s, struct pop3_args *a)
@@ -940,6 +1086,7 @@ static const struct pop3_cmd pop3_cmds[] = {
 	{ "USER", pop3_cmd_user, ST_AUTH, 1, 1, true, "USER name" },
 	{ "PASS", pop3_cmd_pass, ST_AUTH, 1, 1, true, "PASS password" },
 	{ "STLS", pop3_cmd_stls, ST_AUTH, 0, 0, false, "STLS" },
+	{ "AUTH", pop3_cmd_auth, ST_AUTH, 0, 1, true, "AUTH [mechanism [initial-response]]" },
 	{ "STAT", pop3_cmd_stat, ST_TRANS, 0, 0, false, "STAT" },
 	{ "LIST", pop3_cmd_list, ST_TRANS, 0, 1, false, "LIST [msg]" },
 	{ "UIDL", pop3_cmd_uidl, ST_TRANS, 0, 1, false, "UIDL [msg]" },
@@ -1006,6 +1153,10 @@ static void pop3_line(void *sess, char *line, size_t len)
 	struct pop3_args a = { 0 };
 	size_t kw = 0;
 
+	if (s->state == POP3_SASL) {
+		pop3_sasl_line(s, line, len);
+		return;
+	}
 	if (s->state != POP3_AUTHORIZATION && s->state != POP3_TRANSACTION) {
 		/* Input is paused in the other states; nothing should arrive. */
 		conn_log(s->c, LOGL_WARN, "pop3: input while busy, dropped");
@@ -1065,6 +1216,8 @@ static void pop3_line_too_long(void *sess)
 {
 	struct pop3_session *s = sess;
 
+	if (s->state == POP3_SASL) /* the exchange cannot go on */
+		pop3_sasl_end(s);
 	conn_puts(s->c, "-ERR line too long\r\n");
 }
 
@@ -1098,6 +1251,7 @@ static void pop3_close(void *sess)
 	pop3_unlock(s);
 	pop3_forget_user(s);
 	pop3_free_snapshot(s);
+	sasl_free(s->sasl);
 	free(s);
 }
 

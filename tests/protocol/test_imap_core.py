@@ -213,7 +213,7 @@ def test_id_namespace_enable(daemon):
     unt, t = r.cmd("c", "NAMESPACE")
     assert unt == ['* NAMESPACE (("" "/")) NIL NIL'] and t.startswith("c OK")
     unt, t = r.cmd("d", "ENABLE CONDSTORE")
-    assert unt == ["* ENABLED"] and t.startswith("d OK")
+    assert unt == ["* ENABLED CONDSTORE"] and t.startswith("d OK")
     _, t = r.cmd("e", "ID NIL")
     assert t.startswith("e OK")
     r.close()

@@ -176,6 +176,8 @@ struct parsed {
 	struct imap_fetch fetch;
 	struct imap_store store;
 	struct imap_search search;
+	struct imap_sort sort;
+	struct imap_thread thread;
 	struct imap_select_params sel;
 	struct imap_append append;
 	struct imap_list list;
@@ -255,6 +257,10 @@ static int dispatch(struct imap_cmd *c, struct parsed *p)
 			return IMAP_PARSE_BAD;
 		return imap_parse_search(c, &p->search);
 	}
+	if (!strcmp(n, "SORT"))
+		return imap_parse_sp(c) ? IMAP_PARSE_BAD : imap_parse_sort(c, &p->sort);
+	if (!strcmp(n, "THREAD"))
+		return imap_parse_sp(c) ? IMAP_PARSE_BAD : imap_parse_thread(c, &p->thread);
 	if (!strcmp(n, "ENABLE"))
 		return imap_parse_enable(c, &p->caps, &p->ncaps);
 	if (!strcmp(n, "ID"))
@@ -1073,6 +1079,41 @@ static void test_search(void)
 	ctx_free(&x);
 }
 
+/* SORT and THREAD arguments (RFC 5256 §5, RFC 5957). */
+static void test_sort_thread(void)
+{
+	struct ctx x;
+	struct parsed p;
+
+	ctx_init(&x, NULL);
+	CHECK(RUN(&x, &p, "a SORT (SUBJECT REVERSE date displayfrom) UTF-8 ALL\r\n", 0) == 0);
+	CHECK(p.sort.ncrit == 3 && p.sort.crit[0].key == IMAP_SORT_SUBJECT &&
+	      !p.sort.crit[0].reverse && p.sort.crit[1].key == IMAP_SORT_DATE &&
+	      p.sort.crit[1].reverse && p.sort.crit[2].key == IMAP_SORT_DISPLAYFROM);
+	CHECK_STR(tree(&p.sort.search), "AND(ALL)");
+	CHECK(RUN(&x, &p, "a UID SORT (ARRIVAL) \"us-ascii\" FROM x $\r\n", 0) == 0);
+	CHECK_STR(tree(&p.sort.search), "AND(FROM:x SET)");
+	CHECK(RUN(&x, &p, "a SORT (ARRIVAL) KOI8-R ALL\r\n", 0) == IMAP_PARSE_BADCHARSET);
+	CHECK(RUN(&x, &p, "a SORT (FOO) UTF-8 ALL\r\n", 0) == IMAP_PARSE_BAD);
+	CHECK_STR(x.c.error, "unknown sort criterion FOO");
+	CHECK(RUN(&x, &p, "a SORT () UTF-8 ALL\r\n", 0) == IMAP_PARSE_BAD);
+	CHECK(RUN(&x, &p, "a SORT (REVERSE) UTF-8 ALL\r\n", 0) == IMAP_PARSE_BAD);
+	CHECK(RUN(&x, &p, "a SORT (REVERSE REVERSE SIZE) UTF-8 ALL\r\n", 0) == IMAP_PARSE_BAD);
+	CHECK(RUN(&x, &p, "a SORT SIZE UTF-8 ALL\r\n", 0) == IMAP_PARSE_BAD);
+	CHECK(RUN(&x, &p, "a SORT (SIZE) UTF-8\r\n", 0) == IMAP_PARSE_BAD);
+	CHECK(RUN(&x, &p, "a SORT (SIZE) ALL\r\n", 0) == IMAP_PARSE_BAD);
+	CHECK(RUN(&x, &p, "a SORT (SIZE SIZE SIZE SIZE SIZE SIZE SIZE SIZE SIZE SIZE SIZE "
+	                  "SIZE SIZE SIZE SIZE SIZE SIZE) UTF-8 ALL\r\n", 0) == IMAP_PARSE_BAD);
+	CHECK(RUN(&x, &p, "a THREAD REFERENCES UTF-8 SINCE 5-Mar-2000\r\n", 0) == 0);
+	CHECK(p.thread.alg == IMAP_THREAD_REFERENCES);
+	CHECK(RUN(&x, &p, "a UID THREAD orderedsubject US-ASCII TEXT gewp\r\n", 0) == 0);
+	CHECK(p.thread.alg == IMAP_THREAD_ORDEREDSUBJECT);
+	CHECK(RUN(&x, &p, "a THREAD REFS UTF-8 ALL\r\n", 0) == IMAP_PARSE_BAD);
+	CHECK(RUN(&x, &p, "a THREAD REFERENCES ALL\r\n", 0) == IMAP_PARSE_BAD);
+	CHECK(RUN(&x, &p, "a THREAD REFERENCES X-UNKNOWN ALL\r\n", 0) == IMAP_PARSE_BADCHARSET);
+	ctx_free(&x);
+}
+
 /* ------------------------------------------------------------------ */
 /* Dates and APPEND                                                     */
 /* ------------------------------------------------------------------ */
@@ -1454,6 +1495,7 @@ int main(void)
 	test_seqsets();
 	test_fetch();
 	test_search();
+	test_sort_thread();
 	test_dates_append();
 	test_writer();
 	test_robustness();

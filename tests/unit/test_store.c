@@ -1240,6 +1240,44 @@ static void test_keywords(void)
 	CHECK_EQ(res.res[2].uid, 0);
 	CHECK_EQ(mbox(s, "alice", "INBOX").highestmodseq, hms + 6);
 
+	/* set_flags_if (CONDSTORE): a message changed after UNCHANGEDSINCE is
+	 * left alone as STORE_MODIFIED without failing the request; 0 always
+	 * fails; a gone UID is skipped; a name of a failed op is not added. */
+	{
+		struct store_message c1, c2;
+		CHECK_EQ(msg_get(s, in.id, 1, &c1), STORE_OK);
+		uint64_t h = mbox(s, "alice", "INBOX").highestmodseq;
+		const char *nk[] = { "$never" };
+		r = store_req_new();
+		store_req_set_flags_if(r, in.id, 1, STORE_FLAGS_ADD, STORE_F_FLAGGED, NULL, 0,
+		                       c1.modseq - 1);
+		store_req_set_flags_if(r, in.id, 2, STORE_FLAGS_ADD, STORE_F_DRAFT, NULL, 0, h);
+		store_req_set_flags_if(r, in.id, 77, STORE_FLAGS_ADD, STORE_F_FLAGGED, NULL, 0, h);
+		store_req_set_flags_if(r, in.id, 2, STORE_FLAGS_ADD, 0, nk, 1, 0);
+		CHECK_EQ(run_results(s, &loop, r, &res), STORE_OK);
+		CHECK_EQ(res.n, 4);
+		CHECK_EQ(res.res[0].status, STORE_MODIFIED);
+		CHECK_EQ(res.res[0].uid, 1);
+		CHECK_EQ(res.res[0].modseq, c1.modseq);
+		CHECK_EQ(res.res[1].status, STORE_OK);
+		CHECK_EQ(res.res[1].uid, 2);
+		CHECK_EQ(res.res[1].modseq, h + 1);
+		CHECK_EQ(res.res[2].status, STORE_OK);
+		CHECK_EQ(res.res[2].uid, 0);
+		CHECK_EQ(res.res[3].status, STORE_MODIFIED);
+		CHECK_EQ(res.res[3].modseq, h + 1);
+		CHECK_EQ(msg_get(s, in.id, 1, &c1), STORE_OK);
+		CHECK(!(c1.flags & STORE_F_FLAGGED));
+		CHECK_EQ(msg_get(s, in.id, 2, &c2), STORE_OK);
+		CHECK(c2.flags & STORE_F_DRAFT);
+		CHECK_EQ(c2.modseq, h + 1);
+		CHECK_EQ(mbox(s, "alice", "INBOX").highestmodseq, h + 1);
+		kw_table(s, in.id, tab, sizeof tab, &n);
+		CHECK(strstr(tab, "$never") == NULL);
+		CHECK(strcmp(store_strerror(STORE_MODIFIED), "unknown error") != 0);
+		hms++; /* the one change of this block */
+	}
+
 	/* Junk names are refused and the table is untouched. */
 	const char *bad[] = { "\\Seen", "two words", "a(b", "x]", "q\"", "w*", "p%", "c{",
 	                      "", "\x01" "ctl", "caf\xc3\xa9" };
