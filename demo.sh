@@ -28,14 +28,17 @@ cat <<'TXT'
 
 onebox demo is starting.  User "demo", password "demo".
 
+  IMAP with TLS   127.0.0.1:1993   openssl s_client -quiet -connect 127.0.0.1:1993
+  IMAP + STARTTLS 127.0.0.1:1143   openssl s_client -quiet -starttls imap -connect 127.0.0.1:1143
   POP3 with TLS   127.0.0.1:1995   openssl s_client -quiet -connect 127.0.0.1:1995
   POP3 + STLS     127.0.0.1:1110   openssl s_client -quiet -starttls pop3 -connect 127.0.0.1:1110
   LMTP            127.0.0.1:2424   python3 -c 'import smtplib; smtplib.LMTP("127.0.0.1", 2424).sendmail("a@b", ["demo"], "Subject: hi\r\n\r\nhello\r\n")'
   local delivery  build/onebox deliver demo -c config/demo.conf < message.eml
 
-  A mail client: server 127.0.0.1, port 1995, SSL/TLS, normal password;
-  accept the self-signed certificate (demo-data/cert.pem) when asked.
-  IMAP (ports 1143/1993) arrives with the next release.
+  A mail client: server 127.0.0.1, IMAP port 1993 or POP3 port 1995,
+  SSL/TLS, normal password; accept the self-signed certificate
+  (demo-data/cert.pem) when asked.  Point an IMAP and a POP3 client at the
+  same mailbox: each sees what the other did (docs/mixed-protocol.md).
 
 TXT
 exec build/onebox serve -c "$conf"
