@@ -244,6 +244,14 @@ static bool imap_password_ok(const struct imap_session *s)
 	return conn_is_tls(s->c) || conn_settings(s->c)->allow_plaintext;
 }
 
+/* The capability list is about 400 octets with every AUTH= mechanism. */
+#define IMAP_CAPS_MAX 768
+
+uint64_t imap_append_limit(const struct imap_session *s)
+{
+	return s->as.lim.max_append;
+}
+
 /* The capability list for this connection and state, without "CAPABILITY". */
 static void imap_capabilities(const struct imap_session *s, char *buf, size_t len)
 {
@@ -260,7 +268,10 @@ static void imap_capabilities(const struct imap_session *s, char *buf, size_t le
 	snprintf(buf, len,
 	         "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
 	         "CHILDREN SPECIAL-USE BINARY CONDSTORE QRESYNC "
-	         "ESEARCH SEARCHRES SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES%s%s",
+	         "ESEARCH SEARCHRES SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES "
+	         "LIST-STATUS STATUS=SIZE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE "
+	         "APPENDLIMIT=%" PRIu64 "%s%s",
+	         imap_append_limit(s),
 	         pre && conn_tls_available(s->c) && !conn_is_tls(s->c) ? " STARTTLS" : "",
 	         auth);
 }
@@ -277,7 +288,7 @@ static bool imap_no_args(struct imap_session *s, struct imap_cmd *cmd)
 
 static void imap_cmd_capability(struct imap_session *s, struct imap_cmd *cmd)
 {
-	char caps[512];
+	char caps[IMAP_CAPS_MAX];
 
 	if (!imap_no_args(s, cmd))
 		return;
@@ -336,7 +347,7 @@ static void imap_cmd_starttls(struct imap_session *s, struct imap_cmd *cmd)
 static void imap_login_ok(struct imap_session *s, const char *user, uint32_t user_id)
 {
 	conn *c = s->c;
-	char caps[512];
+	char caps[IMAP_CAPS_MAX];
 
 	free(s->user);
 	s->user = strdup(user);
@@ -349,7 +360,7 @@ static void imap_login_ok(struct imap_session *s, const char *user, uint32_t use
 	conn_set_user(c, user);
 	conn_log(c, LOGL_INFO, "imap login");
 	imap_capabilities(s, caps, sizeof caps);
-	char code[540];
+	char code[IMAP_CAPS_MAX + 16];
 	snprintf(code, sizeof code, "CAPABILITY %s", caps);
 	imap_ok(s, code, "Logged in");
 }
@@ -652,6 +663,9 @@ static const struct imap_command imap_commands[] = {
 	{ "LSUB", imap_cmd_list, IMAP_AUTHED, 0 },
 	{ "STATUS", imap_cmd_status, IMAP_AUTHED, 0 },
 	{ "APPEND", imap_cmd_append, IMAP_AUTHED, 0 },
+	{ "GETQUOTA", imap_cmd_getquota, IMAP_AUTHED, 0 },         /* RFC 9208 §4 */
+	{ "GETQUOTAROOT", imap_cmd_getquotaroot, IMAP_AUTHED, 0 },
+	{ "SETQUOTA", imap_cmd_setquota, IMAP_AUTHED, 0 },
 	{ "CHECK", imap_cmd_check, IMAP_SELECTED, 0 },
 	{ "CLOSE", imap_cmd_close, IMAP_SELECTED, 0 },
 	{ "UNSELECT", imap_cmd_close, IMAP_SELECTED, 0 },
@@ -818,7 +832,7 @@ static void *imap_open(conn *c)
 		.max_discard = 64 * 1024,
 		.literal_mode = IMAP_LITERAL_PLUS,
 	};
-	char caps[512];
+	char caps[IMAP_CAPS_MAX];
 
 	if (!ic)
 		return NULL;

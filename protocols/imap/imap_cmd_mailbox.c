@@ -1,7 +1,8 @@
 /*
  * imap_cmd_mailbox.c - the IMAP commands that act on mailboxes as a whole:
  * SELECT and EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE and UNSUBSCRIBE,
- * LIST and LSUB, STATUS (RFC 3501 §6.3), CLOSE, UNSELECT (RFC 3691),
+ * LIST (with LIST-STATUS, RFC 5819) and LSUB, STATUS (RFC 3501 §6.3; SIZE,
+ * RFC 8438; APPENDLIMIT, RFC 7889), CLOSE, UNSELECT (RFC 3691),
  * EXPUNGE and UID EXPUNGE (RFC 4315).
  *
  * Names arrive decoded to UTF-8 by the parser and leave through
@@ -669,6 +670,25 @@ static void list_write_one(struct imap_session *s, const char *verb, const struc
 	imap_write_crlf(w);
 }
 
+static int status_write(struct imap_session *s, store_txn *t, const char *name, size_t len,
+                        const struct store_mailbox *mb, unsigned items);
+
+/* LIST-STATUS (RFC 5819 §2): the STATUS line that follows E's LIST line.
+ * A mailbox deleted since the list was read gets none (§2 leaves out
+ * non-existent mailboxes); any other failure is returned. */
+static int list_status_one(struct imap_session *s, store_txn *t, const struct mbox_entry *e,
+                           unsigned items)
+{
+	struct store_mailbox mb;
+	int rc = store_mailbox_get(t, s->user_id, e->name, &mb);
+
+	if (rc == STORE_NOTFOUND)
+		return STORE_OK;
+	if (rc != STORE_OK)
+		return rc;
+	return status_write(s, t, e->name, strlen(e->name), &mb, items);
+}
+
 void imap_cmd_list(struct imap_session *s, struct imap_cmd *cmd)
 {
 	bool lsub = strcmp(cmd->name, "LSUB") == 0;
@@ -733,7 +753,16 @@ void imap_cmd_list(struct imap_session *s, struct imap_cmd *cmd)
 		mbox_store_no(s, rc, cmd->name);
 		return;
 	}
-	for (size_t i = 0; i < l.n && !nomem; i++) {
+	store_txn *st = NULL;
+	if (!lsub && (a.known & IMAP_LIST_RET_STATUS)) {
+		st = store_read_begin(conn_store(s->c));
+		if (!st) {
+			mbox_list_free(&l);
+			imap_no(s, "UNAVAILABLE", "Cannot read the store, try later");
+			return;
+		}
+	}
+	for (size_t i = 0; i < l.n && !nomem && rc == STORE_OK; i++) {
 		const struct mbox_entry *e = &l.v[i];
 		bool hit = false;
 		if (only_subscribed && !e->subscribed)
@@ -746,11 +775,20 @@ void imap_cmd_list(struct imap_session *s, struct imap_cmd *cmd)
 			list_write_one(s, lsub ? "LSUB" : "LIST", e, mbox_has_children(&l, e->name),
 			               !lsub && (a.known & (IMAP_LIST_SEL_SUBSCRIBED |
 			                                    IMAP_LIST_RET_SUBSCRIBED)));
+		if (hit && st)
+			rc = list_status_one(s, st, e, a.status_items);
 	}
+	if (st)
+		store_read_end(st);
 	mbox_list_free(&l);
 	if (nomem) {
 		imap_wbuf_reset(&s->out);
 		imap_no(s, "UNAVAILABLE", "Out of memory");
+		return;
+	}
+	if (rc != STORE_OK) {
+		imap_wbuf_reset(&s->out);
+		mbox_store_no(s, rc, cmd->name);
 		return;
 	}
 	imap_ok(s, NULL, "%s completed", cmd->name);
@@ -768,11 +806,59 @@ static int count_one(const struct store_message *m, void *arg)
 	return 0;
 }
 
+/*
+ * Append "* STATUS name (items)" for MB, read in T, to s->out: what STATUS
+ * answers and what LIST-STATUS (RFC 5819 §2) sends after a LIST line.
+ * SIZE is the mailbox's byte counter (RFC 8438 §3), APPENDLIMIT the
+ * assembler's limit, the one APPEND is held to (RFC 7889 §3).  A STORE_*
+ * status; nothing is written unless STORE_OK.
+ */
+static int status_write(struct imap_session *s, store_txn *t, const char *name, size_t len,
+                        const struct store_mailbox *mb, unsigned items)
+{
+	struct recent_count rc_n = { 0 };
+	struct imap_wbuf *w = &s->out;
+	const char *sep = "";
+
+	if (items & IMAP_STATUS_HIGHESTMODSEQ) /* RFC 7162 §3.1 enabling command */
+		imap_condstore_enable(s);
+	/* RECENT costs only the messages above the claim, not the mailbox. */
+	if (items & IMAP_STATUS_RECENT) {
+		int rc = store_message_foreach(t, mb->id, imap_recent_claimed(mb->id) + 1,
+		                               count_one, &rc_n);
+		if (rc != STORE_OK)
+			return rc;
+	}
+	imap_write_str(w, "* STATUS ");
+	imap_write_mailbox(w, name, len, imap_write_flags(s));
+	imap_write_str(w, " (");
+#define STATUS_ITEM(bit, label, value)                \
+	do {                                          \
+		if (items & (bit)) {                  \
+			imap_write_str(w, sep);       \
+			imap_write_str(w, label " "); \
+			imap_write_u64(w, (value));   \
+			sep = " ";                    \
+		}                                     \
+	} while (0)
+	STATUS_ITEM(IMAP_STATUS_MESSAGES, "MESSAGES", mb->messages);
+	STATUS_ITEM(IMAP_STATUS_RECENT, "RECENT", rc_n.n);
+	STATUS_ITEM(IMAP_STATUS_UIDNEXT, "UIDNEXT", mb->uidnext);
+	STATUS_ITEM(IMAP_STATUS_UIDVALIDITY, "UIDVALIDITY", mb->uidvalidity);
+	STATUS_ITEM(IMAP_STATUS_UNSEEN, "UNSEEN", mb->unseen);
+	STATUS_ITEM(IMAP_STATUS_DELETED, "DELETED", mb->deleted);
+	STATUS_ITEM(IMAP_STATUS_SIZE, "SIZE", mb->bytes);
+	STATUS_ITEM(IMAP_STATUS_HIGHESTMODSEQ, "HIGHESTMODSEQ", mb->highestmodseq);
+	STATUS_ITEM(IMAP_STATUS_APPENDLIMIT, "APPENDLIMIT", imap_append_limit(s));
+#undef STATUS_ITEM
+	imap_write_str(w, ")\r\n");
+	return STORE_OK;
+}
+
 void imap_cmd_status(struct imap_session *s, struct imap_cmd *cmd)
 {
 	struct imap_str name;
 	struct store_mailbox mb;
-	struct recent_count rc_n = { 0 };
 	unsigned items;
 	store_txn *t;
 	int rc;
@@ -787,43 +873,14 @@ void imap_cmd_status(struct imap_session *s, struct imap_cmd *cmd)
 		imap_no(s, "UNAVAILABLE", "Cannot read the store, try later");
 		return;
 	}
-	if (items & IMAP_STATUS_HIGHESTMODSEQ) /* RFC 7162 §3.1 enabling command */
-		imap_condstore_enable(s);
 	rc = store_mailbox_get(t, s->user_id, name.s, &mb);
-	/* RECENT costs only the messages above the claim, not the mailbox. */
-	if (rc == STORE_OK && (items & IMAP_STATUS_RECENT))
-		rc = store_message_foreach(t, mb.id, imap_recent_claimed(mb.id) + 1, count_one, &rc_n);
+	if (rc == STORE_OK)
+		rc = status_write(s, t, name.s, name.len, &mb, items);
 	store_read_end(t);
 	if (rc != STORE_OK) {
 		mbox_store_no(s, rc, "STATUS");
 		return;
 	}
-	struct imap_wbuf *w = &s->out;
-	const char *sep = "";
-	imap_write_str(w, "* STATUS ");
-	imap_write_mailbox(w, name.s, name.len, imap_write_flags(s));
-	imap_write_str(w, " (");
-#define STATUS_ITEM(bit, label, value)                \
-	do {                                          \
-		if (items & (bit)) {                  \
-			imap_write_str(w, sep);       \
-			imap_write_str(w, label " "); \
-			imap_write_u64(w, (value));   \
-			sep = " ";                    \
-		}                                     \
-	} while (0)
-	STATUS_ITEM(IMAP_STATUS_MESSAGES, "MESSAGES", mb.messages);
-	STATUS_ITEM(IMAP_STATUS_RECENT, "RECENT", rc_n.n);
-	STATUS_ITEM(IMAP_STATUS_UIDNEXT, "UIDNEXT", mb.uidnext);
-	STATUS_ITEM(IMAP_STATUS_UIDVALIDITY, "UIDVALIDITY", mb.uidvalidity);
-	STATUS_ITEM(IMAP_STATUS_UNSEEN, "UNSEEN", mb.unseen);
-	STATUS_ITEM(IMAP_STATUS_DELETED, "DELETED", mb.deleted);
-	STATUS_ITEM(IMAP_STATUS_SIZE, "SIZE", mb.bytes);
-	STATUS_ITEM(IMAP_STATUS_HIGHESTMODSEQ, "HIGHESTMODSEQ", mb.highestmodseq);
-	STATUS_ITEM(IMAP_STATUS_APPENDLIMIT, "APPENDLIMIT",
-	            conn_settings(s->c)->max_message_size);
-#undef STATUS_ITEM
-	imap_write_str(w, ")\r\n");
 	imap_ok(s, NULL, "STATUS completed");
 }
 

@@ -290,6 +290,15 @@ void imap_cmd_store(struct imap_session *s, struct imap_cmd *cmd);
 void imap_cmd_copy(struct imap_session *s, struct imap_cmd *cmd);    /* COPY, MOVE */
 void imap_cmd_append(struct imap_session *s, struct imap_cmd *cmd);
 
+/* Added (additive), imap_cmd_quota.c: QUOTA (RFC 9208), read side. */
+void imap_cmd_getquota(struct imap_session *s, struct imap_cmd *cmd);
+void imap_cmd_getquotaroot(struct imap_session *s, struct imap_cmd *cmd);
+void imap_cmd_setquota(struct imap_session *s, struct imap_cmd *cmd); /* NO [NOPERM] */
+
+/* Added (additive), imap.c: the most octets one APPEND may carry, as the
+ * assembler enforces it; APPENDLIMIT (RFC 7889) in CAPABILITY and STATUS. */
+uint64_t imap_append_limit(const struct imap_session *s);
+
 /* imap_envelope.c: ENVELOPE and BODYSTRUCTURE/BODY from the MIME tree
  * (store/mime.h).  The tree's strings point into the message, which must
  * stay mapped while these run.  ENV is mime_envelope(tree) or a
