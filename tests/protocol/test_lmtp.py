@@ -393,3 +393,23 @@ def test_concurrent_deliveries_get_distinct_uids(daemon):
         assert m == sent[key] and key not in seen
         seen.add(key)
     p.quit()
+
+
+def test_over_quota_recipient_gets_552_and_others_are_stored(daemon_factory):
+    """A full mailbox refuses only its own recipient (552 5.2.2, RFC 3463
+    mailbox full) and stores nothing for it; the other recipient of the same
+    transaction gets the message.  `onebox deliver` answers 75 (try later)."""
+    d = daemon_factory(users={"alice": "pw-alice", "bob": "pw-bob"})
+    assert d.cli("user", "quota", "alice", "--messages", "1").returncode == 0
+    c = d.lmtp()
+    _, _, after = lmtp_send(c, "s@example.org", ["alice", "bob"], msg("one"))
+    assert after["alice"][0] == 250 and after["bob"][0] == 250
+    _, _, after = lmtp_send(c, "s@example.org", ["alice", "bob"], msg("two"))
+    assert after["alice"][0] == 552 and b"5.2.2" in after["alice"][1], after
+    assert after["bob"][0] == 250, after
+    c.quit()
+    r = d.cli("deliver", "alice", input=msg("three"))
+    assert r.returncode == 75, r
+    alice = d.messages("alice")
+    assert len(alice) == 1 and b"Subject: one" in alice[0]
+    assert len(d.messages("bob")) == 2
