@@ -354,7 +354,8 @@ int store_body_mime(store_txn *t, const uint8_t body_id[32], const void **blob,
 
 struct store_result {
 	int status;             /* STORE_* */
-	uint32_t mailbox_id;    /* deliver/move: the mailbox written to */
+	uint32_t mailbox_id;    /* deliver/append/move/copy: the mailbox written
+	                         * to; mailbox create: the new mailbox */
 	uint32_t uid;           /* deliver/move: the new UID */
 	uint32_t uidvalidity;
 	/* Added (additive): set_flags and set_flags_if: the message's modseq

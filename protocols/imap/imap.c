@@ -269,7 +269,7 @@ static void imap_capabilities(const struct imap_session *s, char *buf, size_t le
 	         "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
 	         "CHILDREN SPECIAL-USE BINARY CONDSTORE QRESYNC "
 	         "ESEARCH SEARCHRES SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES "
-	         "LIST-STATUS STATUS=SIZE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE "
+	         "LIST-STATUS STATUS=SIZE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE SAVEDATE OBJECTID "
 	         "APPENDLIMIT=%" PRIu64 "%s%s",
 	         imap_append_limit(s),
 	         pre && conn_tls_available(s->c) && !conn_is_tls(s->c) ? " STARTTLS" : "",

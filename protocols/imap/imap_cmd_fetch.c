@@ -308,6 +308,22 @@ static void write_internaldate(struct imap_wbuf *w, int64_t when)
 	imap_write_str(w, buf);
 }
 
+/* RFC 8474 §5.1: "M" and the first 24 hex digits (96 bits) of the body's
+ * SHA-256.  A COPY or MOVE shares the body, so the id survives both; two
+ * messages with identical bytes share one too, which §5.1 permits. */
+static void write_emailid(struct imap_wbuf *w, const uint8_t body_id[32])
+{
+	static const char hex[] = "0123456789abcdef";
+	char id[1 + 24];
+
+	id[0] = 'M';
+	for (size_t i = 0; i < 12; i++) {
+		id[1 + 2 * i] = hex[body_id[i] >> 4];
+		id[2 + 2 * i] = hex[body_id[i] & 0xf];
+	}
+	imap_write_bytes(w, id, sizeof(id));
+}
+
 static void write_literal_head(struct imap_wbuf *w, size_t len, bool literal8)
 {
 	imap_write_str(w, literal8 ? "~{" : "{");
@@ -467,6 +483,21 @@ static bool write_items(struct imap_session *s, struct fetch_job *j, struct fetc
 			imap_write_str(w, "MODSEQ (");
 			imap_write_u64(w, m->modseq);
 			imap_write_byte(w, ')');
+			break;
+		case IMAP_FETCH_SAVEDATE:
+			/* RFC 8514 §4.3; records from before save_date existed
+			 * carry 0 and answer their INTERNALDATE, as SEARCH does. */
+			imap_write_str(w, "SAVEDATE ");
+			write_internaldate(w, m->save_date ? m->save_date : m->internal_date);
+			break;
+		case IMAP_FETCH_EMAILID:
+			imap_write_str(w, "EMAILID (");
+			write_emailid(w, m->body_id);
+			imap_write_byte(w, ')');
+			break;
+		case IMAP_FETCH_THREADID:
+			/* RFC 8474 §5.2: NIL, threads are not tracked. */
+			imap_write_str(w, "THREADID NIL");
 			break;
 		case IMAP_FETCH_ENVELOPE: {
 			const mime_tree *t = fetch_tree(fm);

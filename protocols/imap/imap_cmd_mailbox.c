@@ -93,8 +93,22 @@ static bool mbox_name_ok(const char *name)
 
 /* ------------------------------------------------------ SELECT/EXAMINE */
 
+/*
+ * RFC 8474 §4: a mailbox's MAILBOXID is "F", its numeric id and its
+ * UIDVALIDITY, each as 8 hex digits.  The id survives RENAME, as §4.1
+ * requires; the UIDVALIDITY makes sure a mailbox deleted and created again
+ * under the same name never answers an id it had before.  OUT gets 18 octets
+ * and a NUL.
+ */
+#define MAILBOXID_SIZE 18
+static void mailbox_id_format(char out[MAILBOXID_SIZE + 1], uint32_t id, uint32_t uidvalidity)
+{
+	snprintf(out, MAILBOXID_SIZE + 1, "F%08" PRIx32 "%08" PRIx32, id, uidvalidity);
+}
+
 void imap_cmd_select(struct imap_session *s, struct imap_cmd *cmd)
 {
+	char mbid[MAILBOXID_SIZE + 1];
 	bool readonly = strcmp(cmd->name, "EXAMINE") == 0;
 	struct imap_select_params params;
 	struct store_mailbox mb;
@@ -141,6 +155,8 @@ void imap_cmd_select(struct imap_session *s, struct imap_cmd *cmd)
 	 * client can decide whether to enable it; never NOMODSEQ, since every
 	 * mailbox keeps modseqs. */
 	imap_untagged(s, "OK [HIGHESTMODSEQ %" PRIu64 "] Highest", v->modseq);
+	mailbox_id_format(mbid, v->mailbox_id, v->uidvalidity);
+	imap_untagged(s, "OK [MAILBOXID (%s)] Ok", mbid);
 	if (params.qresync && imap_qresync_select(s, &params) != STORE_OK) {
 		/* A NO leaves no mailbox selected (RFC 3501 §6.3.1). */
 		imap_view_close(s);
@@ -161,6 +177,25 @@ static void mbox_write_done(struct imap_session *s, store_req *r)
 		imap_ok(s, NULL, "%s completed", s->cmd.name);
 	else
 		mbox_store_no(s, rc, s->cmd.name);
+}
+
+/* RFC 8474 §4.1: CREATE's OK carries the new mailbox's MAILBOXID.  The
+ * create is R's last operation; the parents come before it. */
+static void mbox_create_done(struct imap_session *s, store_req *r)
+{
+	int rc = store_req_status(r);
+	size_t n = store_req_count(r);
+	char code[sizeof "MAILBOXID ()" + MAILBOXID_SIZE];
+	char mbid[MAILBOXID_SIZE + 1];
+
+	if (rc != STORE_OK || n == 0) {
+		mbox_store_no(s, rc, "CREATE");
+		return;
+	}
+	const struct store_result *res = store_req_result(r, n - 1);
+	mailbox_id_format(mbid, res->mailbox_id, res->uidvalidity);
+	snprintf(code, sizeof code, "MAILBOXID (%s)", mbid);
+	imap_ok(s, code, "CREATE completed");
 }
 
 /* Add to R the creation of every missing ancestor of NAME ("a" and "a/b"
@@ -227,7 +262,7 @@ void imap_cmd_create(struct imap_session *s, struct imap_cmd *cmd)
 		return;
 	}
 	store_req_mailbox_create(r, s->user, name, 0);
-	imap_submit(s, r, mbox_write_done);
+	imap_submit(s, r, mbox_create_done);
 }
 
 /* ---------------------------------------------------- the mailbox list */
@@ -851,6 +886,14 @@ static int status_write(struct imap_session *s, store_txn *t, const char *name, 
 	STATUS_ITEM(IMAP_STATUS_HIGHESTMODSEQ, "HIGHESTMODSEQ", mb->highestmodseq);
 	STATUS_ITEM(IMAP_STATUS_APPENDLIMIT, "APPENDLIMIT", imap_append_limit(s));
 #undef STATUS_ITEM
+	if (items & IMAP_STATUS_MAILBOXID) { /* RFC 8474 §4.2 */
+		char mbid[MAILBOXID_SIZE + 1];
+		mailbox_id_format(mbid, mb->id, mb->uidvalidity);
+		imap_write_str(w, sep);
+		imap_write_str(w, "MAILBOXID (");
+		imap_write_str(w, mbid);
+		imap_write_byte(w, ')');
+	}
 	imap_write_str(w, ")\r\n");
 	return STORE_OK;
 }

@@ -1476,6 +1476,9 @@ static const struct fetch_name fetch_names[] = {
 	{ "BINARY.PEEK", IMAP_FETCH_BINARY, true, 2, true, true },
 	{ "BINARY.SIZE", IMAP_FETCH_BINARY_SIZE, false, 2, false, true },
 	{ "MODSEQ", IMAP_FETCH_MODSEQ, false, 0, false, false },
+	{ "SAVEDATE", IMAP_FETCH_SAVEDATE, false, 0, false, false },
+	{ "EMAILID", IMAP_FETCH_EMAILID, false, 0, false, false },
+	{ "THREADID", IMAP_FETCH_THREADID, false, 0, false, false },
 };
 
 static struct imap_fetch_att *add_att(struct imap_cmd *c,
@@ -2085,6 +2088,7 @@ static const struct {
 	{ "SIZE", IMAP_STATUS_SIZE },
 	{ "HIGHESTMODSEQ", IMAP_STATUS_HIGHESTMODSEQ },
 	{ "APPENDLIMIT", IMAP_STATUS_APPENDLIMIT },
+	{ "MAILBOXID", IMAP_STATUS_MAILBOXID },
 };
 
 int imap_parse_status_items(struct imap_cmd *c, unsigned *mask)

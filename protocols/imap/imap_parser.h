@@ -449,6 +449,9 @@ enum imap_fetch_kind {
 	IMAP_FETCH_BINARY,        /* BINARY[...] and BINARY.PEEK[...] */
 	IMAP_FETCH_BINARY_SIZE,
 	IMAP_FETCH_MODSEQ,
+	IMAP_FETCH_SAVEDATE,      /* RFC 8514 */
+	IMAP_FETCH_EMAILID,       /* RFC 8474 */
+	IMAP_FETCH_THREADID,      /* RFC 8474 */
 };
 
 enum imap_section_text {
@@ -618,6 +621,7 @@ enum {
 	IMAP_STATUS_SIZE = 1 << 6,          /* RFC 9051 */
 	IMAP_STATUS_HIGHESTMODSEQ = 1 << 7, /* RFC 7162 */
 	IMAP_STATUS_APPENDLIMIT = 1 << 8,   /* RFC 7889 */
+	IMAP_STATUS_MAILBOXID = 1 << 9,     /* RFC 8474 */
 };
 
 /* A STATUS item list "(" item *(SP item) ")" into a mask of IMAP_STATUS_*. */

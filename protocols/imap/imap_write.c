@@ -282,6 +282,9 @@ static const char *fetch_plain_name(enum imap_fetch_kind k)
 	case IMAP_FETCH_BINARY: return "BINARY";
 	case IMAP_FETCH_BINARY_SIZE: return "BINARY.SIZE";
 	case IMAP_FETCH_MODSEQ: return "MODSEQ";
+	case IMAP_FETCH_SAVEDATE: return "SAVEDATE";
+	case IMAP_FETCH_EMAILID: return "EMAILID";
+	case IMAP_FETCH_THREADID: return "THREADID";
 	}
 	return "";
 }

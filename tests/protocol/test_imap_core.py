@@ -569,7 +569,8 @@ def test_literals_and_oversize_literal(daemon):
     assert t.startswith("a OK"), t
     r.send("b CREATE {3+}\r\nfoo\r\n")             # LITERAL+
     _, t = r.until("b")
-    assert t == "b OK CREATE completed"
+    # RFC 8474 §4.1: the OK carries the new mailbox's MAILBOXID.
+    assert re.fullmatch(r"b OK \[MAILBOXID \([A-Za-z0-9_-]+\)\] CREATE completed", t), t
     # A synchronizing literal past the limit is refused before it is sent.
     r.send("c CREATE {99999999}\r\n")
     _, t = r.until("c")
