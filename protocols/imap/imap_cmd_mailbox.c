@@ -76,6 +76,23 @@ static char *mbox_trim(struct imap_cmd *cmd, const struct imap_str *in)
 	return p;
 }
 
+/* The single mailbox argument of CREATE, DELETE, (UN)SUBSCRIBE, trimmed;
+ * NULL after answering BAD (syntax) or NO (out of memory). */
+static char *mbox_arg(struct imap_session *s, struct imap_cmd *cmd)
+{
+	struct imap_str arg;
+	char *name;
+
+	if (imap_parse_sp(cmd) || imap_parse_mailbox(cmd, &arg) || imap_parse_end(cmd)) {
+		imap_bad(s, NULL, "%s", cmd->error);
+		return NULL;
+	}
+	name = mbox_trim(cmd, &arg);
+	if (!name)
+		imap_no(s, "UNAVAILABLE", "Out of memory");
+	return name;
+}
+
 /* Names we create: no empty level, no wildcard, no control character. */
 static bool mbox_name_ok(const char *name)
 {
@@ -227,17 +244,14 @@ static int mbox_create_parents(struct imap_session *s, store_req *r, const char 
 
 void imap_cmd_create(struct imap_session *s, struct imap_cmd *cmd)
 {
-	struct imap_str arg;
 	struct store_mailbox mb;
 	char *name;
 	int rc;
 
-	if (imap_parse_sp(cmd) || imap_parse_mailbox(cmd, &arg) || imap_parse_end(cmd)) {
-		imap_bad(s, NULL, "%s", cmd->error);
+	name = mbox_arg(s, cmd);
+	if (!name)
 		return;
-	}
-	name = mbox_trim(cmd, &arg);
-	if (!name || !mbox_name_ok(name)) {
+	if (!mbox_name_ok(name)) {
 		imap_no(s, "CANNOT", "Invalid mailbox name");
 		return;
 	}
@@ -362,20 +376,13 @@ static bool mbox_has_children(const struct mbox_list *l, const char *name)
 
 void imap_cmd_delete(struct imap_session *s, struct imap_cmd *cmd)
 {
-	struct imap_str arg;
 	struct mbox_list l;
 	char *name;
 	int rc;
 
-	if (imap_parse_sp(cmd) || imap_parse_mailbox(cmd, &arg) || imap_parse_end(cmd)) {
-		imap_bad(s, NULL, "%s", cmd->error);
+	name = mbox_arg(s, cmd);
+	if (!name)
 		return;
-	}
-	name = mbox_trim(cmd, &arg);
-	if (!name) {
-		imap_no(s, "UNAVAILABLE", "Out of memory");
-		return;
-	}
 	if (strcmp(name, "INBOX") == 0) {
 		imap_no(s, "CANNOT", "INBOX cannot be deleted");
 		return;
@@ -597,20 +604,13 @@ void imap_cmd_rename(struct imap_session *s, struct imap_cmd *cmd)
 void imap_cmd_subscribe(struct imap_session *s, struct imap_cmd *cmd)
 {
 	bool on = strcmp(cmd->name, "SUBSCRIBE") == 0;
-	struct imap_str arg;
 	struct store_mailbox mb;
 	char *name;
 	int rc;
 
-	if (imap_parse_sp(cmd) || imap_parse_mailbox(cmd, &arg) || imap_parse_end(cmd)) {
-		imap_bad(s, NULL, "%s", cmd->error);
+	name = mbox_arg(s, cmd);
+	if (!name)
 		return;
-	}
-	name = mbox_trim(cmd, &arg);
-	if (!name) {
-		imap_no(s, "UNAVAILABLE", "Out of memory");
-		return;
-	}
 	/* Subscriptions live on the mailbox record: only existing mailboxes
 	 * can be subscribed (RFC 3501 §6.3.6 allows refusing the others). */
 	rc = mbox_get(s, name, &mb);
