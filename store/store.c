@@ -2852,10 +2852,27 @@ struct db_name {
 	MDB_dbi *dbi;
 };
 
-/* Create the databases a store made before them lacks (keywords,
- * body_mime): additive, so the format string stays the same. */
-static int create_late_dbs(store *s, const struct db_name *dbs, size_t n, const char *path,
-                           char *err, size_t errlen)
+/* Write the meta record of a new store (the one place its keys are set). */
+static int init_meta(store *s, MDB_txn *txn)
+{
+	struct wtx w = { .s = s, .txn = txn };
+	if (w_put(&w, s->db_meta, "format", 6, STORE_FORMAT, strlen(STORE_FORMAT)) != 0 ||
+	    w_meta_put_u64(&w, "next_user_id", 1) != 0 ||
+	    w_meta_put_u64(&w, "next_mailbox_id", 1) != 0 ||
+	    w_meta_put_u64(&w, "last_uidvalidity", 0) != 0 ||
+	    w_meta_put_u64(&w, "commit", 0) != 0)
+		return w.fatal ? w.fatal : MDB_PANIC;
+	return 0;
+}
+
+/*
+ * Create databases DBS in one write txn, and with INIT also the meta record
+ * of a new store; the map grows if even that does not fit.  Used for a new
+ * store and to add the databases an older store lacks (keywords,
+ * body_mime): additive, so the format string stays the same.
+ */
+static int create_dbs(store *s, const struct db_name *dbs, size_t n, bool init,
+                      const char *path, char *err, size_t errlen)
 {
 	int rc;
 	for (;;) {
@@ -2864,6 +2881,8 @@ static int create_late_dbs(store *s, const struct db_name *dbs, size_t n, const 
 			break;
 		for (size_t i = 0; rc == 0 && i < n; i++)
 			rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
+		if (rc == 0 && init)
+			rc = init_meta(s, txn);
 		if (rc)
 			mdb_txn_abort(txn);
 		else
@@ -2874,7 +2893,8 @@ static int create_late_dbs(store *s, const struct db_name *dbs, size_t n, const 
 		break;
 	}
 	if (rc) {
-		set_err(err, errlen, "%s: cannot upgrade the store: %s", path, mdb_strerror(rc));
+		set_err(err, errlen, "%s: cannot %s the store: %s", path,
+		        init ? "initialise" : "upgrade", mdb_strerror(rc));
 		return status_of(rc) ? status_of(rc) : STORE_TEMPFAIL;
 	}
 	s->have_late_dbs = true;
@@ -2958,41 +2978,14 @@ static int open_dbs(store *s, const char *path, char *err, size_t errlen)
 	if (!empty && s->opt.readonly)
 		return STORE_OK;        /* an older store, read as it is */
 	if (!empty)
-		return create_late_dbs(s, dbs + nrequired, ndbs - nrequired, path, err, errlen);
+		return create_dbs(s, dbs + nrequired, ndbs - nrequired, false, path, err, errlen);
 	if (s->opt.readonly) {
 		set_err(err, errlen, "%s: the store is empty (never initialised)", path);
 		return STORE_NOTFOUND;
 	}
-	/* A new store: create everything in one txn, growing the map if the
-	 * caller's initial size is too small even for that. */
-	for (;;) {
-		if ((rc = txn_begin(s, 0, &txn)) != 0)
-			break;
-		for (size_t i = 0; rc == 0 && i < ndbs; i++)
-			rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
-		struct wtx w = { .s = s, .txn = txn };
-		if (rc == 0 && (w_put(&w, s->db_meta, "format", 6, STORE_FORMAT,
-		                      strlen(STORE_FORMAT)) != 0 ||
-		                w_meta_put_u64(&w, "next_user_id", 1) != 0 ||
-		                w_meta_put_u64(&w, "next_mailbox_id", 1) != 0 ||
-		                w_meta_put_u64(&w, "last_uidvalidity", 0) != 0 ||
-		                w_meta_put_u64(&w, "commit", 0) != 0))
-			rc = w.fatal ? w.fatal : MDB_PANIC;
-		if (rc)
-			mdb_txn_abort(txn);
-		else
-			rc = mdb_txn_commit(txn);
-		maplock_release(s);
-		if (rc == MDB_MAP_FULL && map_grow(s) == 0)
-			continue;
-		break;
-	}
-	if (rc) {
-		set_err(err, errlen, "%s: cannot initialise the store: %s", path, mdb_strerror(rc));
-		return status_of(rc) ? status_of(rc) : STORE_TEMPFAIL;
-	}
-	s->have_late_dbs = true;
-	return STORE_OK;
+	/* A new store: everything in one txn, growing the map if the caller's
+	 * initial size is too small even for that. */
+	return create_dbs(s, dbs, ndbs, true, path, err, errlen);
 }
 
 static void on_handle_closed(uv_handle_t *h)
