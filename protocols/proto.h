@@ -59,6 +59,13 @@ enum pop3_uidl_format {
 	POP3_UIDL_UW,       /* UIDVALIDITY and UID, %08x%08x lower-case */
 };
 
+/* Which non-synchronizing literals IMAP offers (RFC 7888), imap.nonsync_literals. */
+enum imap_nonsync_literals {
+	IMAP_NONSYNC_PLUS,  /* LITERAL+: "{N+}" of any size (default) */
+	IMAP_NONSYNC_MINUS, /* LITERAL-: "{N+}" up to 4096 octets */
+	IMAP_NONSYNC_OFF,   /* neither advertised: "{N+}" is refused */
+};
+
 struct proto_settings {
 	const char *hostname;          /* used in greetings */
 	bool allow_plaintext;          /* password auth without TLS */
@@ -67,9 +74,14 @@ struct proto_settings {
 	enum pop3_uidl_format pop3_uidl_format;
 	bool pop3_lock_session;
 	bool pop3_mark_seen;           /* RETR sets \Seen at QUIT */
+	/* imap */
+	enum imap_nonsync_literals imap_nonsync_literals;
 	/* lmtp */
 	size_t max_message_size;       /* octets; larger deliveries get 552 */
 	unsigned lmtp_max_recipients;
+	/* quota.lmtp_over_quota: a recipient over quota gets 452 4.2.2 (the
+	 * MTA retries) instead of 552 5.2.2 (it bounces). */
+	bool over_quota_temporary;
 };
 
 /* The store and settings this connection serves (never NULL while the
@@ -130,6 +142,20 @@ bool conn_tls_available(const conn *c); /* a certificate is configured */
  * the handshake starts.  Returns 0, or -1 if TLS is on or unavailable. */
 int conn_starttls(conn *c);
 
+/* ----------------------------------------------------------- COMPRESS */
+
+/* Turn on DEFLATE compression both ways (IMAP COMPRESS, RFC 4978).  Call
+ * right after writing the positive answer: that answer goes out as is,
+ * everything written afterwards is deflated (and flushed whenever the
+ * connection sends), and every byte read after the command, including
+ * bytes the client pipelined behind it, is inflated before line or bytes
+ * processing.  Compression sits inside TLS; STARTTLS is refused after it.
+ * Returns 0, or -1 if it is already on or memory ran out (the client now
+ * compresses: close the connection).  A broken compressed stream from the
+ * client closes the connection with a log line. */
+int conn_compress_start(conn *c);
+bool conn_compressed(const conn *c);
+
 /* --------------------------------------------------------------- auth */
 
 /*
@@ -177,7 +203,10 @@ void conn_auth_report(conn *c, const char *user, bool ok, uint32_t user_id,
 
 /* Peer address as "ip:port" or "unix". */
 const char *conn_peer(const conn *c);
-/* Name the authenticated user in this connection's log lines. */
+/* Name the authenticated user in this connection's log lines.  This is
+ * also what marks the connection as logged in: before it, every protocol
+ * but LMTP is held to limits.preauth_command_rate (an excess command waits,
+ * input paused, until the rate allows it).  NULL marks it logged out. */
 void conn_set_user(conn *c, const char *user);
 enum log_level { LOGL_ERR = 0, LOGL_WARN, LOGL_INFO, LOGL_DEBUG };
 void conn_log(conn *c, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -43,6 +43,8 @@
 _Static_assert(sizeof(enum cfg_proto) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum pop3_delete_mode) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum pop3_uidl_format) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum cfg_over_quota) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum imap_nonsync_literals) == sizeof(int), "enum size");
 _Static_assert(_Generic((uint32_t)0, unsigned: 1, default: 0), "uint32_t is unsigned");
 
 /* ------------------------------------------------------------ errors */
@@ -260,9 +262,16 @@ static const char *const delete_modes[] = {
 	[POP3_DELETE_EXPUNGE] = "expunge", [POP3_DELETE_FLAG] = "flag",
 	[POP3_DELETE_TRASH] = "trash", NULL,
 };
+static const char *const over_quota_answers[] = {
+	[CFG_OVER_QUOTA_PERMANENT] = "permanent", [CFG_OVER_QUOTA_TEMPORARY] = "temporary", NULL,
+};
 static const char *const uidl_formats[] = {
 	[POP3_UIDL_DOVECOT] = "dovecot", [POP3_UIDL_CYRUS] = "cyrus",
 	[POP3_UIDL_COURIER] = "courier", [POP3_UIDL_UW] = "uw", NULL,
+};
+static const char *const nonsync_literals[] = {
+	[IMAP_NONSYNC_PLUS] = "plus", [IMAP_NONSYNC_MINUS] = "minus",
+	[IMAP_NONSYNC_OFF] = "off", NULL,
 };
 
 static void choices_text(char *buf, size_t size, const char *const *choices)
@@ -676,6 +685,17 @@ static void load_pop3(struct loader *ld, const config_setting_t *s)
 	load_group(ld, s, "pop3.", "in group 'pop3'", pop3_keys, ld->c);
 }
 
+static const struct key imap_keys[] = {
+	{.name = "nonsync_literals", .kind = KEY_CHOICE, .off = CFG(proto.imap_nonsync_literals),
+	 .choices = nonsync_literals},
+	{0},
+};
+
+static void load_imap(struct loader *ld, const config_setting_t *s)
+{
+	load_group(ld, s, "imap.", "in group 'imap'", imap_keys, ld->c);
+}
+
 static const struct key lmtp_keys[] = {
 	{.name = "max_message_size", .kind = KEY_SIZE, .off = CFG(proto.max_message_size),
 	 .min = KIB, .max = GIB},
@@ -687,6 +707,22 @@ static const struct key lmtp_keys[] = {
 static void load_lmtp(struct loader *ld, const config_setting_t *s)
 {
 	load_group(ld, s, "lmtp.", "in group 'lmtp'", lmtp_keys, ld->c);
+}
+
+/* The default quota (docs/configuration.md): a user's own setting, made
+ * with `onebox user quota`, wins over it. */
+static const struct key quota_keys[] = {
+	{.name = "storage", .kind = KEY_SIZE, .off = CFG(quota_storage), .min = 0, .max = 64 * TIB},
+	{.name = "messages", .kind = KEY_COUNT, .off = CFG(quota_messages),
+	 .min = 0, .max = 1000000000},
+	{.name = "lmtp_over_quota", .kind = KEY_CHOICE, .off = CFG(quota_over),
+	 .choices = over_quota_answers},
+	{0},
+};
+
+static void load_quota(struct loader *ld, const config_setting_t *s)
+{
+	load_group(ld, s, "quota.", "in group 'quota'", quota_keys, ld->c);
 }
 
 static const struct key limits_keys[] = {
@@ -708,6 +744,10 @@ static const struct key limits_keys[] = {
 	 .why = "RFC 1939 section 3 requires an inactivity autologout timer of at least 10 minutes"},
 	{.name = "lmtp_timeout", .kind = KEY_SECONDS, .off = CFG(limits.lmtp_timeout),
 	 .min = 1, .max = DAY},
+	{.name = "preauth_command_rate", .kind = KEY_COUNT,
+	 .off = CFG(limits.preauth_command_rate), .min = 0, .max = 1000000},
+	{.name = "preauth_command_burst", .kind = KEY_COUNT,
+	 .off = CFG(limits.preauth_command_burst), .min = 1, .max = 1000000},
 	{0},
 };
 
@@ -879,7 +919,9 @@ static const struct key top_keys[] = {
 	{.name = "listen", .kind = KEY_LIST, .load = load_listen, .required = true},
 	{.name = "auth", .kind = KEY_GROUP, .load = load_auth},
 	{.name = "pop3", .kind = KEY_GROUP, .load = load_pop3},
+	{.name = "imap", .kind = KEY_GROUP, .load = load_imap},
 	{.name = "lmtp", .kind = KEY_GROUP, .load = load_lmtp},
+	{.name = "quota", .kind = KEY_GROUP, .load = load_quota},
 	{.name = "limits", .kind = KEY_GROUP, .load = load_limits},
 	{0},
 };
@@ -898,6 +940,10 @@ static void set_defaults(struct cfg *c)
 		.imap_idle_timeout = 30 * MINUTE,
 		.pop3_idle_timeout = 10 * MINUTE,
 		.lmtp_timeout = 5 * MINUTE,
+		/* Far above what a client types or pipelines before login
+		 * (a CAPABILITY, a STARTTLS, a LOGIN): only floods wait. */
+		.preauth_command_rate = 10,
+		.preauth_command_burst = 20,
 	};
 	c->auth = (struct cfg_auth){
 		.cache_ttl = 5 * MINUTE,
@@ -915,6 +961,7 @@ static void set_defaults(struct cfg *c)
 		.pop3_uidl_format = POP3_UIDL_DOVECOT,
 		.pop3_lock_session = false,
 		.pop3_mark_seen = true,
+		.imap_nonsync_literals = IMAP_NONSYNC_PLUS,
 		.max_message_size = 50 * MIB,
 		.lmtp_max_recipients = 100,
 	};
@@ -958,6 +1005,7 @@ static void finish(struct loader *ld, const config_setting_t *root)
 	if (ld->listen)
 		check_listeners(ld);
 	c->proto.hostname = c->hostname;
+	c->proto.over_quota_temporary = c->quota_over == CFG_OVER_QUOTA_TEMPORARY;
 }
 
 /* The absolute directory holding FILE: dirname as given, symlinks in the

@@ -18,6 +18,9 @@
 
 enum cfg_proto { CFG_IMAP, CFG_IMAPS, CFG_POP3, CFG_POP3S, CFG_LMTP };
 
+/* quota.lmtp_over_quota: how a delivery over a user's quota is refused. */
+enum cfg_over_quota { CFG_OVER_QUOTA_PERMANENT, CFG_OVER_QUOTA_TEMPORARY };
+
 struct cfg_listen {
 	enum cfg_proto protocol;
 	char *address;  /* "127.0.0.1", "::1", "0.0.0.0", "::"; NULL with path */
@@ -35,6 +38,10 @@ struct cfg_limits {
 	unsigned imap_idle_timeout;    /* seconds, authenticated IMAP (>= 1800) */
 	unsigned pop3_idle_timeout;    /* seconds, authenticated POP3 (>= 600) */
 	unsigned lmtp_timeout;         /* seconds between LMTP commands */
+	/* Commands per second a connection may send before it logs in, and
+	 * how many it may send at once (a token bucket); rate 0: no limit. */
+	unsigned preauth_command_rate;
+	unsigned preauth_command_burst;
 };
 
 /* auth.*: the verification cache, SCRAM and the guessing limits
@@ -60,6 +67,12 @@ struct cfg {
 	size_t storage_map_size;
 	size_t storage_max_size;
 	uint32_t storage_expunge_retention;
+
+	/* quota.*: the limits of users without their own (`onebox user
+	 * quota`), in every process that opens the store; 0: no limit. */
+	size_t quota_storage;          /* octets */
+	unsigned quota_messages;
+	enum cfg_over_quota quota_over;
 
 	char *tls_certificate;         /* NULL: no TLS */
 	char *tls_key;

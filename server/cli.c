@@ -32,6 +32,9 @@ static store *open_store(const struct cfg *cfg, bool readonly, int *status)
 		.max_map_size = cfg->storage_max_size,
 		.expunge_retention = cfg->storage_expunge_retention,
 		.readonly = readonly,
+		/* The same defaults as the daemon: both processes write. */
+		.default_quota_bytes = cfg->quota_storage,
+		.default_quota_messages = cfg->quota_messages,
 	};
 	store *s = NULL;
 	char err[512];
@@ -185,13 +188,18 @@ static int user_list(const struct cfg *cfg)
 	return rc;
 }
 
-/* "0" or "none": no limit; otherwise a number with an optional K/M/G/T
- * suffix (powers of 1024), as in the config file. */
+/* "0" or "none": no limit; "default": the config's quota.* applies; else
+ * a number with an optional K/M/G/T suffix (powers of 1024), as in the
+ * config file.  The result is what the store keeps as the user's own. */
 static int parse_quota(const char *arg, bool size, uint64_t *out)
 {
 	char *end;
 	if (!strcmp(arg, "none")) {
-		*out = 0;
+		*out = STORE_QUOTA_NONE;
+		return 0;
+	}
+	if (!strcmp(arg, "default")) {
+		*out = STORE_QUOTA_DEFAULT;
 		return 0;
 	}
 	errno = 0;
@@ -211,13 +219,21 @@ static int parse_quota(const char *arg, bool size, uint64_t *out)
 	} else if (*end) {
 		return -1;
 	}
-	*out = v;
+	/* 0 was "no limit" before defaults existed, and still is. */
+	*out = v == 0 || v == STORE_QUOTA_NONE ? STORE_QUOTA_NONE : v;
 	return 0;
+}
+
+/* Where a limit in force comes from, for `user quota NAME`. */
+static const char *quota_source(uint64_t own)
+{
+	return own == STORE_QUOTA_DEFAULT ? "default" : "own";
 }
 
 /*
  * `user quota NAME` shows the quota and usage; with --bytes SIZE and/or
- * --messages N it sets them (0 or "none": no limit), keeping the other.
+ * --messages N it sets them (0 or "none": no limit, "default": follow the
+ * config's quota.*), keeping the other as it was set.
  */
 static int user_quota(const struct cfg *cfg, const char *name, const char **opts, int nopts)
 {
@@ -244,13 +260,16 @@ static int user_quota(const struct cfg *cfg, const char *name, const char **opts
 	if (t) {
 		st = store_user_get(t, name, &u);
 		if (st == STORE_OK && !set_bytes && !set_msgs)
-			printf("%s: storage %" PRIu64 " of %" PRIu64 " bytes, "
-			       "%" PRIu64 " of %" PRIu64 " messages (0: no limit)\n",
-			       u.name, u.used_bytes, u.quota_bytes, u.used_messages,
-			       u.quota_messages);
+			printf("%s: storage %" PRIu64 " of %" PRIu64 " bytes [%s], "
+			       "%" PRIu64 " of %" PRIu64 " messages [%s] (0: no limit)\n",
+			       u.name, u.used_bytes, u.quota_bytes, quota_source(u.own_quota_bytes),
+			       u.used_messages, u.quota_messages,
+			       quota_source(u.own_quota_messages));
 		if (st == STORE_OK) {
-			bytes = set_bytes ? bytes : u.quota_bytes;
-			msgs = set_msgs ? msgs : u.quota_messages;
+			/* The other value as set, not as in force: a user who
+			 * follows the default keeps following it. */
+			bytes = set_bytes ? bytes : u.own_quota_bytes;
+			msgs = set_msgs ? msgs : u.own_quota_messages;
 		}
 		store_read_end(t);
 	}
@@ -297,11 +316,20 @@ static int cmd_user(const char **args, int nargs, const char *cfgfile)
 	return rc;
 }
 
+/* sysexits(3) EX_NOPERM: refused for good, but not "no such user" (67),
+ * which MTAs and list managers read as an address that does not exist.
+ * Dovecot's LDA exits with it for a rejected mail too. */
+#define DELIVER_EX_REFUSED 77
+
 /*
  * Exit codes follow sysexits(3) as MTAs read them: 0 stored durably,
- * 67 no such user (bounce), 75 temporary (the MTA retries): a full disk, a
- * full quota, an unreadable config or a damaged store are all worth a retry
- * once the administrator has looked.
+ * 67 no such user (bounce), 77 over quota with quota.lmtp_over_quota
+ * "permanent" (bounce), 75 temporary (the MTA retries): a full disk, a
+ * quota with "temporary", an unreadable config or a damaged store are all
+ * worth a retry once the administrator has looked.  The message about a
+ * quota or a full disk starts with its RFC 3463 code, the one LMTP would
+ * give: Postfix's pipe(8) and local(8) report that code rather than the
+ * one they would derive from the exit status.
  */
 static int cmd_deliver(const char **args, int nargs, const char *cfgfile)
 {
@@ -339,6 +367,21 @@ static int cmd_deliver(const char **args, int nargs, const char *cfgfile)
 	case STORE_INVALID:
 		fprintf(stderr, "onebox: no such user: %s\n", name);
 		rc = CLI_EX_NOUSER;
+		break;
+	case STORE_OVERQUOTA:
+		if (cfg->quota_over == CFG_OVER_QUOTA_TEMPORARY) {
+			fprintf(stderr, "4.2.2 onebox: %s: mailbox over quota, try again later\n",
+			        name);
+			rc = CLI_EX_TEMPFAIL;
+		} else {
+			fprintf(stderr, "5.2.2 onebox: %s: mailbox over quota\n", name);
+			rc = DELIVER_EX_REFUSED;
+		}
+		break;
+	case STORE_NOSPACE:
+		fprintf(stderr, "4.3.1 onebox: %s: %s, try again later\n", name,
+		        store_strerror(st));
+		rc = CLI_EX_TEMPFAIL;
 		break;
 	default:
 		fprintf(stderr, "onebox: %s: %s\n", name, store_strerror(st));

@@ -10,13 +10,23 @@
  * A connection moves through enum conn_state.  Front-end callbacks run only
  * in CONN_OPEN; ops->close runs once, after the socket is closed and every
  * conn_hold is released, and then the conn is freed.
+ *
+ * The layers, from the socket up: TLS (tls.c), then DEFLATE compression
+ * once a front-end turns it on (IMAP COMPRESS, RFC 4978), then the line
+ * reader.  Input is decrypted, then inflated, into the plaintext buffer;
+ * output is deflated, then encrypted, into the output queue.  Before login
+ * the line reader also meters commands (limits.preauth_command_*).
  */
 #include <arpa/inet.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+
+#define ZLIB_CONST /* next_in is const */
+#include <zlib.h>
 
 #include "server/server.h"
 #include "server/tls_internal.h"
@@ -35,6 +45,24 @@
 #define SHUTDOWN_LINGER_MS 2000
 #define USER_MAX 256               /* longest user name kept for the log */
 
+/*
+ * COMPRESS=DEFLATE (RFC 4978).  What we send uses a 4 KiB window and
+ * memLevel 5: zlib then needs 2^(12+2) + 2^(5+9) = 32 KiB plus its ~6 KiB
+ * state, against 256 KiB with the defaults, and IMAP responses repeat
+ * themselves over short distances anyway.  RFC 4978 section 4 suggests a
+ * cheap level; 5 is a middle one.  What we receive must be inflated with
+ * the full 32 KiB window, whatever the client chose (RFC 1951 allows
+ * back-references that far): ~7 KiB of state plus the window.  Compressed
+ * input waits in a buffer of ZIN_CAP, allocated only while it holds bytes.
+ * docs/security.md gives the total per compressed connection.
+ */
+#define DEFLATE_WBITS 12
+#define DEFLATE_MEMLEVEL 5
+#define DEFLATE_LEVEL 5
+#define INFLATE_WBITS 15
+#define DEFLATE_CHUNK (8 * 1024)   /* deflate's output is handed on in these */
+#define ZIN_CAP (16 * 1024)        /* compressed input buffered at most */
+
 enum conn_state {
 	CONN_HANDSHAKE, /* TLS handshake running; no input for the front-end */
 	CONN_OPEN,      /* the front-end gets input */
@@ -49,6 +77,16 @@ struct out_chunk {
 	size_t len, cap;
 	bool inflight; /* part of the uv_write in progress */
 	char data[];
+};
+
+/* The DEFLATE layer of a connection (NULL until conn_compress_start). */
+struct conn_z {
+	z_stream def;      /* what we send */
+	z_stream inf;      /* what the client sends */
+	char *in;          /* compressed input not yet inflated; NULL when empty */
+	size_t in_off, in_len, in_cap;
+	bool def_pending;  /* deflate holds bytes not yet flushed to the wire */
+	bool inf_end;      /* the client ended its stream: nothing more counts */
 };
 
 struct conn {
@@ -94,6 +132,20 @@ struct conn {
 	char *tls_hold;       /* plaintext written during a STARTTLS handshake */
 	size_t tls_hold_len;
 
+	/* COMPRESS: between TLS and the plaintext buffers */
+	struct conn_z *z;
+
+	/* Commands before login: a token bucket in thousandths of a command,
+	 * refilled at limits.preauth_command_rate per second up to
+	 * limits.preauth_command_burst.  An empty bucket stops input
+	 * processing (throttled) until the timer says a command is due. */
+	bool authed;          /* conn_set_user named a user */
+	bool throttled;
+	bool throttle_logged; /* said so in the log once */
+	uint64_t tokens;
+	uint64_t refill_at;   /* uv_now() of the last refill */
+	uint64_t throttle_until;
+
 	/* timers, in uv_now() milliseconds */
 	uint64_t timeout_ms;  /* the front-end's idle timeout; 0: none */
 	uint64_t last_input;
@@ -113,6 +165,7 @@ struct conn {
 
 static void process_input(conn *c);
 static void flush(conn *c);
+static void deflate_run(conn *c, const void *p, size_t len, int mode);
 static void hard_close(conn *c);
 static void update_reading(conn *c);
 static void arm_timer(conn *c);
@@ -344,6 +397,11 @@ static void on_write(uv_write_t *req, int status);
  * chunk queued so far (bounded), so small writes become few syscalls. */
 static void flush(conn *c)
 {
+	/* Under COMPRESS, what was deflated since the last flush goes out now,
+	 * so that every response reaches the client without waiting for
+	 * more (RFC 4978 section 4 leaves the flushing to us). */
+	if (c->z && c->z->def_pending && c->state == CONN_OPEN && !c->writing)
+		deflate_run(c, NULL, 0, Z_SYNC_FLUSH);
 	if (c->writing || !c->out_head || c->state >= CONN_CLOSING)
 		return;
 	uv_buf_t bufs[WRITE_MAX_BUFS];
@@ -421,11 +479,14 @@ static uint64_t deadline(const conn *c)
 		 * time, whatever the front-end chose. */
 		return c->phase_start + (uint64_t)conn_preauth_timeout(c) * 1000;
 	case CONN_OPEN: {
-		if (!c->timeout_ms)
-			return never;
-		uint64_t d = c->last_input + c->timeout_ms;
-		if (c->queued > 0 && c->last_output + c->timeout_ms < d)
-			d = c->last_output + c->timeout_ms;
+		uint64_t d = never;
+		if (c->timeout_ms) {
+			d = c->last_input + c->timeout_ms;
+			if (c->queued > 0 && c->last_output + c->timeout_ms < d)
+				d = c->last_output + c->timeout_ms;
+		}
+		if (c->throttled && c->throttle_until < d)
+			d = c->throttle_until;
 		return d;
 	}
 	case CONN_FLUSHING:
@@ -465,6 +526,15 @@ static void on_timer(uv_timer_t *t)
 		hard_close(c);
 		break;
 	case CONN_OPEN:
+		if (c->throttled && now >= c->throttle_until) {
+			/* The bucket has a command again; an idle deadline
+			 * that passed meanwhile is seen when the timer next
+			 * fires, at once. */
+			c->throttled = false;
+			schedule(c, true);
+			arm_timer(c);
+			break;
+		}
 		if (c->queued > 0 && now >= c->last_output + c->timeout_ms) {
 			conn_log(c, LOGL_INFO, "output stalled for %" PRIu64 " s; closing",
 			         c->timeout_ms / 1000);
@@ -528,6 +598,98 @@ static size_t in_buffered(const conn *c)
 	return c->in_len - c->in_off;
 }
 
+/* ------------------------------------------------- compressed input */
+
+static size_t zin_buffered(const conn *c)
+{
+	return c->z ? c->z->in_len - c->z->in_off : 0;
+}
+
+static bool zin_full(const conn *c)
+{
+	return c->z && c->z->in && zin_buffered(c) >= c->z->in_cap;
+}
+
+/* Where the next compressed bytes go (from the socket, or decrypted):
+ * sets *ROOM, 0 when the buffer is full.  NULL when out of memory. */
+static char *zin_room(conn *c, size_t *room)
+{
+	struct conn_z *z = c->z;
+	*room = 0;
+	if (!z->in) {
+		z->in = malloc(ZIN_CAP);
+		if (!z->in)
+			return NULL;
+		z->in_cap = ZIN_CAP;
+		z->in_off = z->in_len = 0;
+	}
+	if (z->in_off > 0) {
+		memmove(z->in, z->in + z->in_off, z->in_len - z->in_off);
+		z->in_len -= z->in_off;
+		z->in_off = 0;
+	}
+	*room = z->in_cap - z->in_len;
+	return z->in + z->in_len;
+}
+
+/*
+ * Inflate buffered compressed input into the plaintext buffer, never past
+ * in_limit: a small packet that inflates to megabytes (a "deflate bomb")
+ * is cut into in_limit pieces, which meet the line limit like any clear
+ * input, so memory does not grow with the ratio.  Returns false if the
+ * connection failed (a broken stream closes it).
+ */
+static bool inflate_pump(conn *c)
+{
+	struct conn_z *z = c->z;
+	while (zin_buffered(c) > 0 && in_buffered(c) < c->in_limit) {
+		if (z->inf_end) {
+			z->in_off = z->in_len; /* after the stream's end: ignored */
+			break;
+		}
+		size_t want = c->in_limit - in_buffered(c);
+		if (!in_reserve(c, want < 4096 ? want : 4096)) {
+			conn_log(c, LOGL_ERR, "out of memory for input; closing");
+			hard_close(c);
+			return false;
+		}
+		size_t room = c->in_cap - c->in_len, avail = zin_buffered(c);
+		if (room > want)
+			room = want;
+		z->inf.next_in = (const Bytef *)(z->in + z->in_off);
+		z->inf.avail_in = avail > UINT_MAX ? UINT_MAX : (uInt)avail;
+		z->inf.next_out = (Bytef *)(c->in + c->in_len);
+		z->inf.avail_out = room > UINT_MAX ? UINT_MAX : (uInt)room;
+		uInt in0 = z->inf.avail_in, out0 = z->inf.avail_out;
+		int r = inflate(&z->inf, Z_SYNC_FLUSH);
+		z->in_off += in0 - z->inf.avail_in;
+		c->in_len += out0 - z->inf.avail_out;
+		if (r == Z_STREAM_END) {
+			/* A final block: the client will send nothing more
+			 * we could read, so this is its end of input. */
+			conn_log(c, LOGL_DEBUG, "the client ended its compressed stream");
+			z->inf_end = true;
+			c->eof = true;
+			continue;
+		}
+		if (r == Z_OK)
+			continue; /* progress was made: each round consumes or fills */
+		if (r == Z_BUF_ERROR)
+			break;    /* nothing could move */
+		conn_log(c, LOGL_INFO, "compressed input is broken (%s); closing",
+		         z->inf.msg ? z->inf.msg : zError(r));
+		c->eof = true;
+		hard_close(c);
+		return false;
+	}
+	if (z->in && zin_buffered(c) == 0) {
+		free(z->in); /* an idle connection keeps no buffer */
+		z->in = NULL;
+		z->in_off = z->in_len = z->in_cap = 0;
+	}
+	return true;
+}
+
 /* Read the socket only when there is somewhere to put the bytes and
  * someone to take them: this is the backpressure on a client that sends
  * faster than we answer or that does not read our answers. */
@@ -540,6 +702,8 @@ static void update_reading(conn *c)
 		want = !c->eof && !c->congested && in_buffered(c) < c->in_limit;
 		if (want && c->tls)
 			want = !tls_sess_in_full(c->tls);
+		else if (want && c->z)
+			want = !zin_full(c);
 		break;
 	case CONN_SHUTDOWN:
 		want = !c->eof;
@@ -563,20 +727,37 @@ static void update_reading(conn *c)
 	}
 }
 
-/* Decrypt what TLS has buffered into the plaintext input, up to the bound.
- * Returns false if the connection failed. */
+/* Decrypt what TLS has buffered into the plaintext input (or, under
+ * COMPRESS, into the compressed input), up to the bound.  Returns false if
+ * the connection failed. */
 static bool tls_pump(conn *c)
 {
-	while (in_buffered(c) < c->in_limit) {
-		if (!in_reserve(c, 4096)) {
+	for (;;) {
+		char *dst;
+		size_t room;
+		if (c->z) {
+			dst = zin_room(c, &room);
+		} else {
+			if (in_buffered(c) >= c->in_limit)
+				break;
+			dst = in_reserve(c, 4096) ? c->in + c->in_len : NULL;
+			room = dst ? c->in_cap - c->in_len : 0;
+		}
+		if (!dst) {
 			conn_log(c, LOGL_ERR, "out of memory for input; closing");
 			hard_close(c);
 			return false;
 		}
+		if (room == 0)
+			break;
 		const char *why = NULL;
-		ssize_t r = tls_sess_recv(c->tls, c->in + c->in_len, c->in_cap - c->in_len, &why);
+		ssize_t r = tls_sess_recv(c->tls, dst, room, &why);
 		if (r > 0) {
-			c->in_len += (size_t)r;
+			/* Each round adds bytes to a bounded buffer. */
+			if (c->z)
+				c->z->in_len += (size_t)r;
+			else
+				c->in_len += (size_t)r;
 			continue;
 		}
 		if (r == TLS_RECV_EOF)
@@ -593,6 +774,69 @@ static bool tls_pump(conn *c)
 }
 
 /*
+ * Bring into the plaintext buffer what needs no socket read: decrypt, then
+ * inflate.  Under both, TLS fills the compressed buffer and inflate empties
+ * it, so go round until the plaintext is full or TLS has nothing more; each
+ * round takes fresh bytes from TLS's bounded buffer.  False if the
+ * connection failed.
+ */
+static bool in_pump(conn *c)
+{
+	if (!c->z)
+		return c->tls ? tls_pump(c) : true;
+	for (;;) {
+		size_t before = zin_buffered(c);
+		if (c->tls && !tls_pump(c))
+			return false;
+		bool fresh = zin_buffered(c) > before;
+		if (!inflate_pump(c))
+			return false;
+		if (!c->tls || !fresh || in_buffered(c) >= c->in_limit)
+			return true;
+	}
+}
+
+/* ---------------------------------------------- commands before login */
+
+/* LMTP has no login: it serves MTAs we trust, which pipeline whole
+ * transactions, so it is never metered. */
+static bool rate_limited(const conn *c)
+{
+	return !c->authed && c->ops != &lmtp_ops && c->srv->cfg->limits.preauth_command_rate > 0;
+}
+
+/* Take one command from the bucket.  When it is empty, stop processing
+ * input (it stays buffered, and the socket is read only up to in_limit)
+ * until the timer says a command is due, and return false. */
+static bool rate_take(conn *c)
+{
+	if (!rate_limited(c))
+		return true;
+	const struct cfg_limits *lim = &c->srv->cfg->limits;
+	uint64_t rate = lim->preauth_command_rate; /* thousandths per ms */
+	uint64_t cap = (uint64_t)lim->preauth_command_burst * 1000;
+	uint64_t now = now_ms(c);
+	uint64_t elapsed = now > c->refill_at ? now - c->refill_at : 0;
+	c->refill_at = now;
+	c->tokens += elapsed * rate; /* uptime in ms times 10^6 fits */
+	if (c->tokens > cap)
+		c->tokens = cap;
+	if (c->tokens >= 1000) {
+		c->tokens -= 1000;
+		return true;
+	}
+	if (!c->throttle_logged) {
+		conn_log(c, LOGL_INFO, "over %" PRIu64 " commands a second before login; "
+		         "slowing its input down", rate);
+		c->throttle_logged = true;
+	}
+	c->throttled = true;
+	c->throttle_until = now + (1000 - c->tokens + rate - 1) / rate;
+	arm_timer(c);
+	return false;
+}
+
+/*
  * Hand buffered input to the front-end for as long as it takes it.  Every
  * callback may switch modes, pause, start TLS or close; the loop re-checks
  * all of that before the next byte.  Never re-entered: conn_resume and the
@@ -605,12 +849,13 @@ static void process_input(conn *c)
 	c->processing = true;
 	bool starved = false; /* stopped for want of input, not by choice */
 	size_t limit = max_line(c);
-	while (c->state == CONN_OPEN && !c->paused && !c->congested) {
-		if (c->tls && !tls_pump(c))
+	while (c->state == CONN_OPEN && !c->paused && !c->congested && !c->throttled) {
+		if (!in_pump(c))
 			break;
 		size_t avail = in_buffered(c);
-		/* Under TLS, a full buffer may leave decrypted input behind. */
-		bool more = c->tls && avail >= c->in_limit;
+		/* Under TLS or COMPRESS, a full buffer may leave input behind
+		 * that needs no socket read. */
+		bool more = (c->tls || c->z) && avail >= c->in_limit;
 		char *p = c->in ? c->in + c->in_off : NULL;
 		if (c->bytes_mode) {
 			if (avail == 0) {
@@ -639,6 +884,8 @@ static void process_input(conn *c)
 				starved = true;
 				break;
 			}
+			if (!rate_take(c))
+				break;
 			c->in_off += (size_t)(lf - p) + 1;
 			c->discarding = false;
 			if (c->ops->line_too_long)
@@ -656,6 +903,8 @@ static void process_input(conn *c)
 			starved = true;
 			break;
 		}
+		if (!rate_take(c))
+			break;
 		size_t n = (size_t)(lf - p), len = n;
 		if (len > 0 && p[len - 1] == '\r')
 			len--;
@@ -692,6 +941,13 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	if (c->tls) {
 		size_t room;
 		char *p = tls_sess_inbuf(c->tls, &room);
+		if (p && room > 0)
+			*buf = uv_buf_init(p, (unsigned)room);
+		return;
+	}
+	if (c->z) {
+		size_t room;
+		char *p = zin_room(c, &room);
 		if (p && room > 0)
 			*buf = uv_buf_init(p, (unsigned)room);
 		return;
@@ -736,6 +992,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		c->last_input = now_ms(c);
 		if (c->tls)
 			tls_sess_received(c->tls, (size_t)nread);
+		else if (c->z)
+			c->z->in_len += (size_t)nread;
 		else
 			c->in_len += (size_t)nread;
 	}
@@ -800,7 +1058,9 @@ static void run_handshake(conn *c)
 
 int conn_starttls(conn *c)
 {
-	if (c->tls || !c->srv->tls || c->state != CONN_OPEN)
+	/* RFC 4978 section 3 puts TLS below COMPRESS; an upgrade after
+	 * COMPRESS would have to go under it.  No front-end allows it. */
+	if (c->tls || c->z || !c->srv->tls || c->state != CONN_OPEN)
 		return -1;
 	c->tls = tls_sess_new(c->srv->tls, tls_push, c);
 	if (!c->tls) {
@@ -863,6 +1123,12 @@ static void finish(conn *c)
 		c->next->pprev = c->pprev;
 	release_slot(c);
 	tls_sess_free(c->tls);
+	if (c->z) {
+		deflateEnd(&c->z->def);
+		inflateEnd(&c->z->inf);
+		free(c->z->in);
+		free(c->z);
+	}
 	free(c->tls_hold);
 	free_chunks(c->out_head);
 	free(c->in);
@@ -930,6 +1196,12 @@ void conn_close(conn *c)
 {
 	if (c->state >= CONN_FLUSHING)
 		return;
+	/* The last words (a BYE) must reach the client whole. */
+	if (c->state == CONN_OPEN && c->z && c->z->def_pending) {
+		deflate_run(c, NULL, 0, Z_SYNC_FLUSH);
+		if (c->state >= CONN_FLUSHING)
+			return;
+	}
 	if (c->state == CONN_OPEN && c->tls_up)
 		tls_sess_bye(c->tls); /* close_notify, RFC 8446 section 6.1 */
 	c->state = CONN_FLUSHING;
@@ -1032,6 +1304,8 @@ void conn_accept(struct server *srv, uv_stream_t *client, const struct proto_ops
 	c->state = implicit_tls ? CONN_HANDSHAKE : CONN_OPEN;
 	c->started = c->last_input = c->last_output = c->phase_start = now_ms(c);
 	c->timeout_ms = (uint64_t)conn_preauth_timeout(c) * 1000;
+	c->tokens = (uint64_t)srv->cfg->limits.preauth_command_burst * 1000;
+	c->refill_at = c->started;
 	size_t ml = max_line(c);
 	c->in_limit = 2 * ml > IN_MIN_LIMIT ? 2 * ml : IN_MIN_LIMIT;
 	client->data = c;
@@ -1092,6 +1366,75 @@ void conn_accept(struct server *srv, uv_stream_t *client, const struct proto_ops
 	flush(c);
 }
 
+/* ------------------------------------------------- the wire, below */
+
+/* What leaves the compression layer: encrypted if TLS is on, then queued. */
+static void wire_write(conn *c, const void *p, size_t len)
+{
+	if (!c->tls) {
+		out_append(c, p, len);
+		return;
+	}
+	const char *why = NULL;
+	if (tls_sess_send(c->tls, p, len, &why) < 0) {
+		conn_log(c, LOGL_INFO, "TLS error: %s", why ? why : "unknown");
+		hard_close(c);
+	}
+}
+
+/*
+ * Deflate LEN bytes at P with MODE (Z_NO_FLUSH, or Z_SYNC_FLUSH to push
+ * out everything so far on a byte boundary, RFC 1951 section 3.2.4's empty
+ * stored block), handing the output to the wire as it comes.  zlib keeps
+ * what it holds back in its own bounded state, so output never needs more
+ * than DEFLATE_CHUNK here.
+ */
+static void deflate_run(conn *c, const void *p, size_t len, int mode)
+{
+	struct conn_z *z = c->z;
+	unsigned char out[DEFLATE_CHUNK];
+	const unsigned char *q = p;
+	/* Rounds needed: what zlib may hold from before (its window and
+	 * pending buffer, well under 64 KiB at our settings), plus the input,
+	 * plus stored-block overhead; each round emits a full chunk. */
+	size_t max_rounds = (len + len / 64 + 64 * 1024) / sizeof out + 8;
+	do {
+		size_t take = len > (1u << 30) ? (1u << 30) : len;
+		z->def.next_in = q;
+		z->def.avail_in = (uInt)take;
+		for (size_t round = 0;; round++) {
+			if (round >= max_rounds) {
+				conn_log(c, LOGL_ERR, "deflate did not finish; closing");
+				hard_close(c);
+				return;
+			}
+			z->def.next_out = out;
+			z->def.avail_out = sizeof out;
+			int r = deflate(&z->def, take == len ? mode : Z_NO_FLUSH);
+			size_t n = sizeof out - z->def.avail_out;
+			if (n > 0)
+				wire_write(c, out, n);
+			if (c->state >= CONN_CLOSING)
+				return;
+			if (r == Z_STREAM_ERROR) {
+				conn_log(c, LOGL_ERR, "deflate failed; closing");
+				hard_close(c);
+				return;
+			}
+			/* Room left over: the input is taken and, for a
+			 * flush, the flush is complete (zlib's contract). */
+			if (z->def.avail_out > 0)
+				break;
+		}
+		q += take;
+		len -= take;
+		if (take > 0)
+			z->def_pending = true;
+	} while (len > 0);
+	if (mode == Z_SYNC_FLUSH)
+		z->def_pending = false;
+}
+
 /* ------------------------------------------------- the front-end API */
 
 store *conn_store(conn *c)
@@ -1148,15 +1491,68 @@ void conn_write(conn *c, const void *p, size_t len)
 	}
 	if (c->state != CONN_OPEN)
 		return; /* after conn_close: dropped */
-	if (!c->tls) {
-		out_append(c, p, len);
+	if (!c->z) {
+		wire_write(c, p, len);
 		return;
 	}
-	const char *why = NULL;
-	if (tls_sess_send(c->tls, p, len, &why) < 0) {
-		conn_log(c, LOGL_INFO, "TLS error: %s", why ? why : "unknown");
-		hard_close(c);
+	/* Deflated now, flushed (Z_SYNC_FLUSH) when the layer next sends:
+	 * a response written in many pieces still goes out in one flush. */
+	deflate_run(c, p, len, Z_NO_FLUSH);
+	if (c->state == CONN_OPEN && !c->writing)
+		schedule(c, false);
+}
+
+/* ----------------------------------------------------------- COMPRESS */
+
+int conn_compress_start(conn *c)
+{
+	if (c->z || c->state != CONN_OPEN)
+		return -1;
+	struct conn_z *z = calloc(1, sizeof *z);
+	if (!z)
+		goto oom;
+	if (deflateInit2(&z->def, DEFLATE_LEVEL, Z_DEFLATED, -DEFLATE_WBITS, DEFLATE_MEMLEVEL,
+	                 Z_DEFAULT_STRATEGY) != Z_OK) {
+		free(z);
+		goto oom;
 	}
+	if (inflateInit2(&z->inf, -INFLATE_WBITS) != Z_OK) {
+		deflateEnd(&z->def);
+		free(z);
+		goto oom;
+	}
+	/* RFC 4978 section 3: the client compresses from the first command
+	 * after COMPRESS, without waiting for our OK, so what it sent after
+	 * the command line (already read, and decrypted under TLS) is
+	 * compressed input.  The line itself was consumed before its
+	 * callback ran. */
+	size_t rest = in_buffered(c);
+	if (rest > 0) {
+		z->in_cap = rest > ZIN_CAP ? rest : ZIN_CAP;
+		z->in = malloc(z->in_cap);
+		if (!z->in) {
+			deflateEnd(&z->def);
+			inflateEnd(&z->inf);
+			free(z);
+			goto oom;
+		}
+		memcpy(z->in, c->in + c->in_off, rest);
+		z->in_len = rest;
+		c->in_len = c->in_off;
+		c->in_epoch++;
+	}
+	c->z = z;
+	conn_log(c, LOGL_DEBUG, "COMPRESS=DEFLATE active (%zu octets already read)", rest);
+	schedule(c, true); /* inflate what came with the command */
+	return 0;
+oom:
+	conn_log(c, LOGL_ERR, "out of memory starting compression");
+	return -1;
+}
+
+bool conn_compressed(const conn *c)
+{
+	return c->z != NULL;
 }
 
 void conn_puts(conn *c, const char *s)
@@ -1268,6 +1664,14 @@ void conn_set_user(conn *c, const char *user)
 {
 	free(c->user);
 	c->user = user ? strndup(user, USER_MAX) : NULL;
+	/* A name means a login: the pre-auth command rate no longer
+	 * applies.  NULL (a logout that keeps the connection) brings the
+	 * metering back, with a full bucket. */
+	if (c->authed && !user) {
+		c->tokens = (uint64_t)c->srv->cfg->limits.preauth_command_burst * 1000;
+		c->refill_at = now_ms(c);
+	}
+	c->authed = user != NULL;
 }
 
 void conn_log(conn *c, int level, const char *fmt, ...)

@@ -33,9 +33,11 @@ static void usage(FILE *f)
 	        "  user del NAME          delete a user and all their mail\n"
 	        "  user list              list users\n"
 	        "  user quota NAME [--bytes SIZE] [--messages N]\n"
-	        "                         show, or set (0: no limit), a user's quota\n"
+	        "                         show, or set (0: no limit, default: the\n"
+	        "                         config's quota group), a user's quota\n"
 	        "  deliver NAME           store the message on stdin in NAME's INBOX\n"
-	        "                         (exit 0 stored, 67 no such user, 75 try later)\n"
+	        "                         (exit 0 stored, 67 no such user, 77 over quota,\n"
+	        "                         75 try later)\n"
 	        "  version                print the version\n"
 	        "\n"
 	        "  -c FILE                config file (default %s)\n",
@@ -184,6 +186,8 @@ static int cmd_serve(const char *cfgfile)
 		.map_size = cfg->storage_map_size,
 		.max_map_size = cfg->storage_max_size,
 		.expunge_retention = cfg->storage_expunge_retention,
+		.default_quota_bytes = cfg->quota_storage,
+		.default_quota_messages = cfg->quota_messages,
 	};
 	if (store_open(&srv->store, cfg->storage_path, &so, srv->loop, err, sizeof err) != 0) {
 		log_msg(LOGL_ERR, "%s", err);

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -140,15 +141,17 @@ const char *store_strerror(int status)
 	case STORE_EXISTS: return "already exists";
 	case STORE_INVALID: return "invalid argument";
 	case STORE_OVERQUOTA: return "quota exceeded";
-	case STORE_TEMPFAIL: return "temporary failure (disk or map full, I/O error)";
+	case STORE_TEMPFAIL: return "temporary failure (I/O error, out of resources)";
 	case STORE_CORRUPT: return "not a onebox store, or damaged";
 	case STORE_MODIFIED: return "modified since the given modseq";
+	case STORE_NOSPACE: return "no space left for the store";
 	default: return "unknown error";
 	}
 }
 
 /* LMDB errors that mean the file is not what we expect, versus the rest
- * (I/O, space, resources), which are worth a retry. */
+ * (I/O, space, resources), which are worth a retry.  A full disk or map is
+ * told apart so that LMTP can say 452 4.3.1 (RFC 3463 "mail system full"). */
 static int status_of(int rc)
 {
 	switch (rc) {
@@ -157,6 +160,8 @@ static int status_of(int rc)
 	case MDB_CORRUPTED: case MDB_INVALID: case MDB_VERSION_MISMATCH:
 	case MDB_PAGE_NOTFOUND: case MDB_INCOMPATIBLE:
 		return STORE_CORRUPT;
+	case MDB_MAP_FULL: case ENOSPC: case EDQUOT:
+		return STORE_NOSPACE;
 	default: return STORE_TEMPFAIL;
 	}
 }
@@ -281,7 +286,19 @@ struct urec {
 	char scram[SCRAM_MAX_LEN + 1];
 };
 
-static int user_decode(const MDB_val *v, struct store_user *u, int64_t *created)
+/* The limit in force for a user's own setting OWN and the default DEF. */
+static uint64_t quota_in_force(uint64_t own, uint64_t def)
+{
+	if (own == STORE_QUOTA_DEFAULT)
+		return def;
+	return own == STORE_QUOTA_NONE ? 0 : own;
+}
+
+/* The record holds the user's own quota setting; the limits in force are
+ * worked out here with the defaults in O, which are not stored (each
+ * process has them from the config it read). */
+static int user_decode(const MDB_val *v, const struct store_options *o,
+                       struct store_user *u, int64_t *created)
 {
 	struct dec d = dec_of(v);
 	if (dec_u8(&d) != REC_VERSION)
@@ -289,8 +306,10 @@ static int user_decode(const MDB_val *v, struct store_user *u, int64_t *created)
 	u->id = dec_u32(&d);
 	u->used_bytes = dec_u64(&d);
 	u->used_messages = dec_u64(&d);
-	u->quota_bytes = dec_u64(&d);
-	u->quota_messages = dec_u64(&d);
+	u->own_quota_bytes = dec_u64(&d);
+	u->own_quota_messages = dec_u64(&d);
+	u->quota_bytes = quota_in_force(u->own_quota_bytes, o->default_quota_bytes);
+	u->quota_messages = quota_in_force(u->own_quota_messages, o->default_quota_messages);
 	int64_t c = (int64_t)dec_u64(&d);
 	if (created)
 		*created = c;
@@ -301,9 +320,9 @@ static int user_decode(const MDB_val *v, struct store_user *u, int64_t *created)
 }
 
 /* A copy that survives later writes in the same write txn. */
-static int urec_decode(const MDB_val *v, struct urec *r)
+static int urec_decode(const MDB_val *v, const struct store_options *o, struct urec *r)
 {
-	int st = user_decode(v, &r->u, &r->created);
+	int st = user_decode(v, o, &r->u, &r->created);
 	if (st)
 		return st;
 	size_t hl = strlen(r->u.pass_hash), nl = strlen(r->u.name), sl = strlen(r->u.scram);
@@ -325,8 +344,8 @@ static size_t urec_encode(const struct urec *r, uint8_t *buf, size_t cap)
 	enc_u32(&e, r->u.id);
 	enc_u64(&e, r->u.used_bytes);
 	enc_u64(&e, r->u.used_messages);
-	enc_u64(&e, r->u.quota_bytes);
-	enc_u64(&e, r->u.quota_messages);
+	enc_u64(&e, r->u.own_quota_bytes);
+	enc_u64(&e, r->u.own_quota_messages);
 	enc_u64(&e, (uint64_t)r->created);
 	enc_str(&e, r->hash, strlen(r->hash));
 	enc_str(&e, r->name, strlen(r->name));
@@ -628,7 +647,7 @@ int store_user_get(store_txn *t, const char *name, struct store_user *out)
 	int st = tx_get(t->txn, t->s->db_users, name, strlen(name), &v);
 	if (st)
 		return st;
-	return user_decode(&v, out, NULL);
+	return user_decode(&v, &t->s->opt, out, NULL);
 }
 
 int store_user_foreach(store_txn *t, int (*fn)(const struct store_user *, void *),
@@ -643,7 +662,7 @@ int store_user_foreach(store_txn *t, int (*fn)(const struct store_user *, void *
 	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
 		struct store_user u;
-		st = user_decode(&v, &u, NULL);
+		st = user_decode(&v, &t->s->opt, &u, NULL);
 		if (st || fn(&u, arg))
 			break;
 	}
@@ -989,7 +1008,7 @@ static int w_user_get(struct wtx *w, const char *name, struct urec *r)
 {
 	MDB_val v;
 	int st = w_get(w, w->s->db_users, name, strlen(name), &v);
-	return st ? st : urec_decode(&v, r);
+	return st ? st : urec_decode(&v, &w->s->opt, r);
 }
 
 static int w_user_put(struct wtx *w, const struct urec *r)
@@ -1645,8 +1664,8 @@ static int op_user_quota(struct wtx *w, const struct store_op *op)
 	int st = w_user_get(w, op->user, &r);
 	if (st)
 		return st;
-	r.u.quota_bytes = op->n1;
-	r.u.quota_messages = op->n2;
+	r.u.own_quota_bytes = op->n1;
+	r.u.own_quota_messages = op->n2;
 	return w_user_put(w, &r);
 }
 
@@ -2133,6 +2152,32 @@ static int write_run(store *s, store_req **reqs, size_t n, struct wtx *w, bool *
 	}
 }
 
+/* Less room than this beside data.mdb after a failed write means the disk
+ * is full: a short write leaves next to nothing free. */
+#define DISK_FULL_SLACK ((uint64_t)1 << 20)
+
+/*
+ * The status of a write txn that failed with RC.  LMDB turns a short write
+ * into EIO ("filesystem full?", says its source) and passes ENOSPC only
+ * when nothing at all was written, so EIO is told apart from a failing
+ * disk by the room left on the data folder's filesystem (what this process
+ * may use: root may dip into the reserved blocks).
+ */
+static int commit_status(store *s, int rc)
+{
+	int st = status_of(rc);
+	if (st == STORE_OK)
+		return STORE_TEMPFAIL;
+	const char *dir = NULL;
+	struct statvfs fs;
+	if (rc == EIO && mdb_env_get_path(s->env, &dir) == 0 && dir && statvfs(dir, &fs) == 0) {
+		uint64_t avail = geteuid() == 0 ? fs.f_bfree : fs.f_bavail;
+		if (avail * fs.f_frsize < DISK_FULL_SLACK)
+			return STORE_NOSPACE;
+	}
+	return st;
+}
+
 /*
  * Apply a group of requests.  If one txn cannot hold them all (too many
  * dirty pages, or the map cannot grow any more), split the group so that
@@ -2153,8 +2198,9 @@ static void batch_apply(store *s, store_req **reqs, size_t n, struct wtx *w, boo
 		free(w2.touched);
 		return;
 	}
+	int st = commit_status(s, rc);
 	for (size_t i = 0; i < n; i++)
-		req_fail(reqs[i], status_of(rc) == STORE_OK ? STORE_TEMPFAIL : status_of(rc));
+		req_fail(reqs[i], st);
 }
 
 /* -------------------------------------------------------- request builders */
@@ -2847,6 +2893,40 @@ static int precheck(const char *path, bool readonly, char *err, size_t errlen)
 	return st;
 }
 
+/*
+ * After mdb_env_open, before any page is read through the map: data.mdb
+ * must be as long as its newest meta page says (last page + 1 pages).  A
+ * truncated copy passes LMDB's own checks, which read only the meta pages,
+ * and the first read of a missing page is a SIGBUS, not an error.
+ */
+static int check_length(store *s, const char *path, char *err, size_t errlen)
+{
+	MDB_envinfo info;
+	MDB_stat ms;
+	struct stat fs;
+	char *data = path_join(path, "data.mdb");
+	if (!data) {
+		set_err(err, errlen, "%s: out of memory", path);
+		return STORE_TEMPFAIL;
+	}
+	int rc = stat(data, &fs);
+	free(data);
+	if (rc != 0) {
+		set_err(err, errlen, "%s/data.mdb: %s", path, strerror(errno));
+		return STORE_TEMPFAIL;
+	}
+	if (mdb_env_info(s->env, &info) != 0 || mdb_env_stat(s->env, &ms) != 0 ||
+	    ms.ms_psize == 0)
+		return STORE_OK;        /* nothing to compare with: LMDB will say */
+	uint64_t need = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
+	if ((uint64_t)fs.st_size >= need)
+		return STORE_OK;
+	set_err(err, errlen, "%s/data.mdb is truncated: %" PRIu64 " bytes where its last "
+	        "commit needs %" PRIu64 "; refusing to touch it (restore it from a backup)",
+	        path, (uint64_t)fs.st_size, need);
+	return STORE_CORRUPT;
+}
+
 struct db_name {
 	const char *name;
 	MDB_dbi *dbi;
@@ -3067,7 +3147,8 @@ int store_open(store **out, const char *path, const struct store_options *opt,
 	MDB_envinfo info;
 	if (mdb_env_info(s->env, &info) == 0 && info.me_mapsize < map)
 		mdb_env_set_mapsize(s->env, map);
-	if ((st = open_dbs(s, path, err, errlen)) != 0) {
+	if ((st = check_length(s, path, err, errlen)) != 0 ||
+	    (st = open_dbs(s, path, err, errlen)) != 0) {
 		store_free(s);
 		return st;
 	}

@@ -35,10 +35,13 @@ enum store_status {
 	STORE_EXISTS,    /* the user or mailbox already exists */
 	STORE_INVALID,   /* a bad argument (empty name, too long, ...) */
 	STORE_OVERQUOTA, /* the user's quota would be exceeded */
-	STORE_TEMPFAIL,  /* temporary: disk or map full, I/O error; retry later */
+	STORE_TEMPFAIL,  /* temporary: I/O error, out of memory; retry later */
 	STORE_CORRUPT,   /* the data folder is not a onebox store, or damaged */
 	STORE_MODIFIED,  /* (per operation only) store_req_set_flags_if: the
 	                  * message changed after the caller's modseq */
+	STORE_NOSPACE,   /* temporary: the disk (ENOSPC, EDQUOT) or the map
+	                  * (storage.max_size) is full; retry once there is room.
+	                  * A kind of STORE_TEMPFAIL that callers may name. */
 };
 
 /* A short English phrase for a status, for logs and CLI messages. */
@@ -68,6 +71,12 @@ struct store_options {
 	size_t max_map_size;        /* the map doubles when full up to this; 0: no limit */
 	uint32_t expunge_retention; /* seconds an expunged message's body is kept; 0: none */
 	bool readonly;              /* open for reading only (onebox check) */
+	/* The quota of a user without a setting of their own (quota.storage
+	 * and quota.messages in the config); 0: no limit.  Every process that
+	 * opens the store must pass the same values: the writer of each
+	 * process enforces the ones it was given. */
+	uint64_t default_quota_bytes;
+	uint64_t default_quota_messages;
 };
 
 /*
@@ -110,8 +119,15 @@ struct store_user {
 	const char *pass_hash;   /* crypt(3) string, NUL-terminated; "" if none */
 	uint64_t used_bytes;     /* sum of message sizes in all mailboxes */
 	uint64_t used_messages;
-	uint64_t quota_bytes;    /* 0: no limit */
-	uint64_t quota_messages; /* 0: no limit */
+	/* The limits in force: the user's own setting, or the store's
+	 * default when they have none (store_options); 0: no limit. */
+	uint64_t quota_bytes;
+	uint64_t quota_messages;
+	/* The user's own setting as stored: STORE_QUOTA_DEFAULT (none: the
+	 * default applies), STORE_QUOTA_NONE (no limit, whatever the default)
+	 * or the limit itself. */
+	uint64_t own_quota_bytes;
+	uint64_t own_quota_messages;
 	/* RFC 5803 SCRAM-SHA-256 secret ("SCRAM-SHA-256$iter:salt$StoredKey:
 	 * ServerKey"), NUL-terminated; "" if none (users whose password was
 	 * set before SCRAM existed). */
@@ -244,7 +260,12 @@ void store_req_user_add_scram(store_req *r, const char *name, const char *hash,
                               const char *scram);
 void store_req_user_passwd_scram(store_req *r, const char *name, const char *hash,
                                  const char *scram);
-/* Set user NAME's quota (0: no limit). */
+/* Set user NAME's own quota, each value STORE_QUOTA_DEFAULT (follow the
+ * store's default), STORE_QUOTA_NONE (no limit) or a limit.  A store
+ * opened without defaults treats STORE_QUOTA_DEFAULT as no limit, as a 0
+ * always meant before defaults existed (docs/store.md). */
+#define STORE_QUOTA_DEFAULT ((uint64_t)0)
+#define STORE_QUOTA_NONE UINT64_MAX
 void store_req_user_quota(store_req *r, const char *name, uint64_t bytes,
                           uint64_t messages);
 

@@ -3,7 +3,8 @@
  * command assembler, dispatch through the command table, tagged answers,
  * and the commands of the connection itself: CAPABILITY, NOOP, LOGOUT,
  * STARTTLS, LOGIN, AUTHENTICATE (protocols/sasl.c; SASL-IR RFC 4959), ENABLE
- * (RFC 5161), ID (RFC 2971), NAMESPACE (RFC 2342), IDLE (RFC 2177), CHECK.
+ * (RFC 5161), ID (RFC 2971), NAMESPACE (RFC 2342), IDLE (RFC 2177), CHECK,
+ * UNAUTHENTICATE (RFC 8437), COMPRESS (RFC 4978; the work is server/conn.c's).
  *
  * Input: a line goes to the assembler (imap_parser.h), which says whether
  * the command is whole, a literal follows (bytes mode; "+" first for a
@@ -39,6 +40,7 @@ struct imap_conn {
 	bool sasl_wait;        /* AUTHENTICATE sent "+ ": the next line is the response */
 	sasl *sasl;            /* the AUTHENTICATE exchange in progress, or NULL */
 	void (*submit_done)(struct imap_session *s, store_req *r);
+	enum imap_literal_mode literal_cfg; /* imap.nonsync_literals */
 };
 
 static struct imap_conn *imap_conn_of(struct imap_session *s)
@@ -50,7 +52,9 @@ static struct imap_conn *imap_conn_of(struct imap_session *s)
 
 unsigned imap_write_flags(const struct imap_session *s)
 {
-	return (s->enabled & IMAP_EN_UTF8) ? IMAP_WRITE_UTF8 : 0;
+	/* RFC 9051 §4.3.1, Appendix A: UTF-8 in quoted strings and mailbox
+	 * names once the client has enabled UTF8=ACCEPT or IMAP4rev2. */
+	return (s->enabled & (IMAP_EN_UTF8 | IMAP_EN_REV2)) ? IMAP_WRITE_UTF8 : 0;
 }
 
 void imap_flush(struct imap_session *s)
@@ -265,13 +269,21 @@ static void imap_capabilities(const struct imap_session *s, char *buf, size_t le
 		if (!imap_password_ok(s))
 			snprintf(auth + strlen(auth), sizeof auth - strlen(auth), " LOGINDISABLED");
 	}
+	/* RFC 7888 §5: never both LITERAL+ and LITERAL-. */
+	enum imap_literal_mode lm = ((const struct imap_conn *)s)->literal_cfg;
+	const char *literal = lm == IMAP_LITERAL_PLUS    ? " LITERAL+"
+	                    : lm == IMAP_LITERAL_MINUS ? " LITERAL-"
+	                                               : "";
 	snprintf(buf, len,
-	         "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
-	         "CHILDREN SPECIAL-USE BINARY CONDSTORE QRESYNC "
+	         "IMAP4rev1 IMAP4rev2%s SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
+	         "CHILDREN LIST-EXTENDED SPECIAL-USE CREATE-SPECIAL-USE BINARY CONDSTORE QRESYNC "
 	         "ESEARCH SEARCHRES SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES "
 	         "LIST-STATUS STATUS=SIZE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE SAVEDATE OBJECTID "
-	         "APPENDLIMIT=%" PRIu64 "%s%s",
-	         imap_append_limit(s),
+	         "APPENDLIMIT=%" PRIu64 "%s%s%s%s",
+	         literal, imap_append_limit(s),
+	         pre ? "" : " COMPRESS=DEFLATE", /* RFC 4978: command-auth */
+	         /* RFC 8437 §3: advertised once there is something to undo. */
+	         pre ? "" : " UNAUTHENTICATE",
 	         pre && conn_tls_available(s->c) && !conn_is_tls(s->c) ? " STARTTLS" : "",
 	         auth);
 }
@@ -341,6 +353,34 @@ static void imap_cmd_starttls(struct imap_session *s, struct imap_cmd *cmd)
 		return;
 	}
 	imap_asm_reset(&s->as);
+}
+
+/* RFC 4978 section 3.  The OK is queued in clear, then the connection
+ * deflates all that follows and inflates all the client sends after the
+ * command, including what it pipelined behind it. */
+static void imap_cmd_compress(struct imap_session *s, struct imap_cmd *cmd)
+{
+	struct imap_str mech;
+
+	if (imap_parse_sp(cmd) || imap_parse_atom(cmd, &mech) || imap_parse_end(cmd)) {
+		imap_bad(s, NULL, "%s", cmd->error);
+		return;
+	}
+	if (strcasecmp(mech.s, "DEFLATE") != 0) {
+		imap_bad(s, NULL, "Unknown compression mechanism");
+		return;
+	}
+	/* Section 3 allows BAD here too; NO [COMPRESSIONACTIVE] is its answer
+	 * for "the same mechanism is active already", which says more. */
+	if (conn_compressed(s->c)) {
+		imap_no(s, "COMPRESSIONACTIVE", "DEFLATE is already active");
+		return;
+	}
+	imap_ok(s, NULL, "DEFLATE active");
+	if (!conn_closed(s->c) && conn_compress_start(s->c) != 0) {
+		conn_log(s->c, LOGL_ERR, "imap: COMPRESS failed to start");
+		conn_close(s->c);
+	}
 }
 
 /* LOGIN or AUTHENTICATE succeeded: the tagged OK with the capabilities. */
@@ -562,6 +602,54 @@ static void imap_sasl_line(struct imap_session *s, char *line, size_t len)
 	explicit_bzero(line, len);
 }
 
+/* ---------------------------------------------------- UNAUTHENTICATE */
+
+/*
+ * RFC 8437 §3: back to not-authenticated state on the same connection.
+ * Everything that belongs to the user or to what the client set up since
+ * login goes; the TLS layer and ID stay (§3, §4.1).  The selected mailbox
+ * is closed without an expunge, like UNSELECT; its view holds the watch,
+ * the UIDs, the \Recent claims and the saved search result "$" (RFC 5182,
+ * §4.1).  Every ENABLE-controlled behaviour is off again (§4.1: CONDSTORE,
+ * QRESYNC, UTF8=ACCEPT, IMAP4rev2 all live in s->enabled).  Quota answers
+ * are read from the store per command, so nothing cached survives.  The
+ * command cannot fail: §3 forbids NO, since a client may have pipelined
+ * AUTHENTICATE behind it.
+ */
+static void imap_forget_user(struct imap_session *s)
+{
+	imap_view_close(s);
+	s->enabled = 0;
+	free(s->user);
+	s->user = NULL;
+	s->user_id = 0;
+	s->idling = false;
+	s->state = IMAP_NOTAUTH;
+	conn_set_user(s->c, NULL);
+	/* The pre-login limits apply again, as on a new connection. */
+	conn_set_timeout(s->c, conn_preauth_timeout(s->c));
+}
+
+static void imap_cmd_unauthenticate(struct imap_session *s, struct imap_cmd *cmd)
+{
+	if (!imap_no_args(s, cmd))
+		return;
+	if (conn_compressed(s->c)) {
+		/* RFC 8437 §4.1: DEFLATE (RFC 4978) must end right after our OK
+		 * and after the client's command line, but the connection
+		 * cannot stop it once started.  §3 forbids NO and lets the
+		 * server close with BYE when it cannot reset the state. */
+		conn_log(s->c, LOGL_INFO, "imap unauthenticate under COMPRESS: closing");
+		imap_untagged(s, "BYE Cannot end compression; reconnect to log in again");
+		imap_flush(s);
+		conn_close(s->c);
+		return;
+	}
+	conn_log(s->c, LOGL_INFO, "imap unauthenticate");
+	imap_forget_user(s);
+	imap_ok(s, NULL, "UNAUTHENTICATE completed; not authenticated");
+}
+
 static void imap_cmd_enable(struct imap_session *s, struct imap_cmd *cmd)
 {
 	struct imap_str *caps;
@@ -571,23 +659,33 @@ static void imap_cmd_enable(struct imap_session *s, struct imap_cmd *cmd)
 		imap_bad(s, NULL, "%s", cmd->error);
 		return;
 	}
+	/* What ENABLE can turn on; the parser upper-cases the names, the
+	 * answer spells them as advertised. */
+	static const struct {
+		const char *upper, *name;
+		unsigned bit;
+	} known[] = {
+		{ "CONDSTORE", "CONDSTORE", IMAP_EN_CONDSTORE },
+		{ "QRESYNC", "QRESYNC", IMAP_EN_QRESYNC },
+		{ "IMAP4REV2", "IMAP4rev2", IMAP_EN_REV2 }, /* RFC 9051 Appendix A */
+	};
 	/* RFC 5161 §3.1: what is not known or not ENABLE-able is ignored;
 	 * ENABLED names what this command turned on. */
 	unsigned listed = 0;
 	imap_write_str(&s->out, "* ENABLED");
 	for (size_t i = 0; i < n; i++) {
-		unsigned bit = strcmp(caps[i].s, "CONDSTORE") == 0 ? IMAP_EN_CONDSTORE
-		             : strcmp(caps[i].s, "QRESYNC") == 0   ? IMAP_EN_QRESYNC
-		                                                   : 0;
-		if (!bit || ((s->enabled | listed) & bit))
+		size_t k = 0;
+		while (k < sizeof known / sizeof known[0] && strcmp(caps[i].s, known[k].upper) != 0)
+			k++;
+		if (k == sizeof known / sizeof known[0] || ((s->enabled | listed) & known[k].bit))
 			continue;
-		listed |= bit;
+		listed |= known[k].bit;
 		imap_write_byte(&s->out, ' ');
-		imap_write_str(&s->out, caps[i].s);
+		imap_write_str(&s->out, known[k].name);
 	}
 	imap_write_crlf(&s->out);
 	/* RFC 7162 §3.2.3: QRESYNC implies CONDSTORE. */
-	if (listed)
+	if (listed & (IMAP_EN_CONDSTORE | IMAP_EN_QRESYNC))
 		imap_condstore_enable(s);
 	s->enabled |= listed;
 	imap_ok(s, NULL, "ENABLE completed");
@@ -649,9 +747,11 @@ static const struct imap_command imap_commands[] = {
 	{ "STARTTLS", imap_cmd_starttls, IMAP_NOTAUTH, 0 },
 	{ "LOGIN", imap_cmd_login, IMAP_NOTAUTH, 0 },
 	{ "AUTHENTICATE", imap_cmd_authenticate, IMAP_NOTAUTH, 0 },
+	{ "UNAUTHENTICATE", imap_cmd_unauthenticate, IMAP_AUTHED, 0 }, /* RFC 8437 */
 	{ "ENABLE", imap_cmd_enable, IMAP_AUTH, 0 },
 	{ "NAMESPACE", imap_cmd_namespace, IMAP_AUTHED, 0 },
 	{ "IDLE", imap_cmd_idle, IMAP_AUTHED, 0 },
+	{ "COMPRESS", imap_cmd_compress, IMAP_AUTHED, 0 }, /* RFC 4978 */
 	{ "SELECT", imap_cmd_select, IMAP_AUTHED, 0 },
 	{ "EXAMINE", imap_cmd_select, IMAP_AUTHED, 0 },
 	{ "CREATE", imap_cmd_create, IMAP_AUTHED, 0 },
@@ -746,9 +846,13 @@ static void imap_asm_step(struct imap_session *s, enum imap_asm_status st)
 		break;
 	case IMAP_ASM_REJECT: {
 		bool append = s->as.is_append;
-		bool toobig = imap_asm_error_code(&s->as) == IMAP_ASM_ERR_LITERAL_TOO_BIG;
-		if (append && toobig)
+		enum imap_asm_error err = imap_asm_error_code(&s->as);
+		if (append && err == IMAP_ASM_ERR_LITERAL_TOO_BIG)
 			imap_refuse(s, imap_asm_tag(&s->as), "NO", "TOOBIG", imap_asm_error(&s->as));
+		else if (err == IMAP_ASM_ERR_LITERAL_MINUS)
+			/* RFC 7888 §5: BAD, with TOOBIG at least for APPEND; any
+			 * command, so the client knows "{N}" would have done. */
+			imap_refuse(s, imap_asm_tag(&s->as), "BAD", "TOOBIG", imap_asm_error(&s->as));
 		else
 			imap_refuse(s, imap_asm_tag(&s->as), "BAD", NULL, imap_asm_error(&s->as));
 		if (imap_asm_in_literal(&s->as))
@@ -760,11 +864,31 @@ static void imap_asm_step(struct imap_session *s, enum imap_asm_status st)
 	case IMAP_ASM_DISCARDED:
 		conn_mode_line(s->c);
 		break;
-	case IMAP_ASM_CLOSE:
-		conn_printf(s->c, "* BYE %s\r\n", imap_asm_error(&s->as));
+	case IMAP_ASM_CLOSE: {
+		/* RFC 7888 §5: the BYE for a literal too big SHOULD say TOOBIG. */
+		enum imap_asm_error err = imap_asm_error_code(&s->as);
+		bool toobig = err == IMAP_ASM_ERR_LITERAL_MINUS || err == IMAP_ASM_ERR_LITERAL_TOO_BIG;
+		conn_printf(s->c, "* BYE %s%s\r\n", toobig ? "[TOOBIG] " : "", imap_asm_error(&s->as));
 		conn_close(s->c);
 		break;
 	}
+	}
+}
+
+/*
+ * The non-synchronizing literals the client may send now: those configured,
+ * except that with neither LITERAL+ nor LITERAL- offered, a client that
+ * enabled IMAP4rev2 may send "{N+}" up to 4096 octets, which IMAP4rev2's
+ * base syntax has (RFC 9051 §4.3); before that, with IMAP4rev1 advertised
+ * too, only the IMAP4rev1 base applies (§6.1.1).
+ */
+static enum imap_literal_mode imap_literal_mode(const struct imap_session *s)
+{
+	enum imap_literal_mode m = ((const struct imap_conn *)s)->literal_cfg;
+
+	if (m == IMAP_LITERAL_SYNC_ONLY && (s->enabled & IMAP_EN_REV2))
+		return IMAP_LITERAL_MINUS;
+	return m;
 }
 
 static void imap_line(void *sess, char *line, size_t len)
@@ -784,6 +908,7 @@ static void imap_line(void *sess, char *line, size_t len)
 		imap_idle_line(s, line, len);
 		return;
 	}
+	imap_asm_set_literal_mode(&s->as, imap_literal_mode(s));
 	imap_asm_step(s, imap_asm_line(&s->as, line, len));
 }
 
@@ -830,7 +955,6 @@ static void *imap_open(conn *c)
 		.max_command = 1024 * 1024,
 		.max_append = conn_settings(c)->max_message_size,
 		.max_discard = 64 * 1024,
-		.literal_mode = IMAP_LITERAL_PLUS,
 	};
 	char caps[IMAP_CAPS_MAX];
 
@@ -839,6 +963,18 @@ static void *imap_open(conn *c)
 	s = &ic->s;
 	s->c = c;
 	s->state = IMAP_NOTAUTH;
+	switch (conn_settings(c)->imap_nonsync_literals) {
+	case IMAP_NONSYNC_PLUS:
+		lim.literal_mode = IMAP_LITERAL_PLUS;
+		break;
+	case IMAP_NONSYNC_MINUS:
+		lim.literal_mode = IMAP_LITERAL_MINUS;
+		break;
+	case IMAP_NONSYNC_OFF:
+		lim.literal_mode = IMAP_LITERAL_SYNC_ONLY;
+		break;
+	}
+	ic->literal_cfg = lim.literal_mode;
 	imap_asm_init(&s->as, &lim);
 	imap_cmd_init(&s->cmd, 0);
 	s->cmd.tag.s = "";

@@ -1,12 +1,16 @@
 /*
  * imap_cmd_mailbox.c - the IMAP commands that act on mailboxes as a whole:
- * SELECT and EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE and UNSUBSCRIBE,
- * LIST (with LIST-STATUS, RFC 5819) and LSUB, STATUS (RFC 3501 §6.3; SIZE,
- * RFC 8438; APPENDLIMIT, RFC 7889), CLOSE, UNSELECT (RFC 3691),
- * EXPUNGE and UID EXPUNGE (RFC 4315).
+ * SELECT and EXAMINE, CREATE (with CREATE-SPECIAL-USE, RFC 6154 §3),
+ * DELETE, RENAME, SUBSCRIBE and UNSUBSCRIBE, LIST (LIST-EXTENDED, RFC 5258;
+ * LIST-STATUS, RFC 5819) and LSUB, STATUS (RFC 3501 §6.3; SIZE, RFC 8438;
+ * APPENDLIMIT, RFC 7889), CLOSE, UNSELECT (RFC 3691), EXPUNGE and UID
+ * EXPUNGE (RFC 4315).  Where IMAP4rev2 (RFC 9051) answers differently,
+ * s->enabled & IMAP_EN_REV2 decides: SELECT's LIST line, no RECENT or
+ * UNSEEN, HASCHILDREN, OLDNAME after RENAME, STATUS RECENT 0.
  *
  * Names arrive decoded to UTF-8 by the parser and leave through
- * imap_write_mailbox (modified UTF-7).  The hierarchy delimiter is "/".
+ * imap_write_mailbox (modified UTF-7, or UTF-8 once the session enabled
+ * IMAP4rev2).  The hierarchy delimiter is "/".
  * Reads are short transactions; writes are one store request each, whose
  * untagged consequences (EXPUNGE, EXISTS) come from the view's sync at the
  * tagged answer.
@@ -93,7 +97,9 @@ static char *mbox_arg(struct imap_session *s, struct imap_cmd *cmd)
 	return name;
 }
 
-/* Names we create: no empty level, no wildcard, no control character. */
+/* Names we create: no empty level, no wildcard, no control character,
+ * C1 controls (U+0080..U+009F, 0xC2 0x80..0x9F in UTF-8) included, as
+ * Net-Unicode asks (RFC 9051 §5.1, RFC 5198 §2). */
 static bool mbox_name_ok(const char *name)
 {
 	size_t len = strlen(name);
@@ -103,6 +109,8 @@ static bool mbox_name_ok(const char *name)
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)name[i];
 		if (c < 0x20 || c == 0x7f || c == '%' || c == '*')
+			return false;
+		if (c == 0xc2 && i + 1 < len && (unsigned char)name[i + 1] < 0xa0)
 			return false;
 	}
 	return true;
@@ -122,6 +130,9 @@ static void mailbox_id_format(char out[MAILBOXID_SIZE + 1], uint32_t id, uint32_
 {
 	snprintf(out, MAILBOXID_SIZE + 1, "F%08" PRIx32 "%08" PRIx32, id, uidvalidity);
 }
+
+static void select_write_list(struct imap_session *s, const char *name,
+                              const struct store_mailbox *mb);
 
 void imap_cmd_select(struct imap_session *s, struct imap_cmd *cmd)
 {
@@ -163,9 +174,16 @@ void imap_cmd_select(struct imap_session *s, struct imap_cmd *cmd)
 	const struct imap_view *v = &s->view;
 	imap_view_write_flags(s);
 	imap_untagged(s, "%" PRIu32 " EXISTS", v->count);
-	imap_untagged(s, "%" PRIu32 " RECENT", imap_view_recent_count(v));
-	if (v->first_unseen)
-		imap_untagged(s, "OK [UNSEEN %" PRIu32 "] First unseen message", v->first_unseen);
+	if (s->enabled & IMAP_EN_REV2) {
+		/* RFC 9051 §6.3.2: a LIST response is required; RECENT and
+		 * UNSEEN are gone (Appendix E items 10 to 12). */
+		select_write_list(s, name.s, &mb);
+	} else {
+		imap_untagged(s, "%" PRIu32 " RECENT", imap_view_recent_count(v));
+		if (v->first_unseen)
+			imap_untagged(s, "OK [UNSEEN %" PRIu32 "] First unseen message",
+			              v->first_unseen);
+	}
 	imap_untagged(s, "OK [UIDVALIDITY %" PRIu32 "] UIDs valid", v->uidvalidity);
 	imap_untagged(s, "OK [UIDNEXT %" PRIu32 "] Predicted next UID", v->uidnext);
 	/* RFC 7162 §3.1.2.1: sent always (not only once CONDSTORE is on), so a
@@ -242,15 +260,131 @@ static int mbox_create_parents(struct imap_session *s, store_req *r, const char 
 	return rc;
 }
 
+/* Consume C if it comes next.  The parser offers no helper for a bare
+ * parenthesis; imap_parse_peek has checked the bound. */
+static bool parse_accept(struct imap_cmd *cmd, char c)
+{
+	if (!imap_parse_peek(cmd, c))
+		return false;
+	cmd->pos++;
+	return true;
+}
+
+/* The special uses CREATE can give (RFC 6154 §2); \All and \Flagged
+ * would be virtual mailboxes, which the store does not have. */
+static const struct {
+	const char *attr;
+	uint32_t bit;
+} create_uses[] = {
+	{ "\\Sent", STORE_USE_SENT },   { "\\Drafts", STORE_USE_DRAFTS },
+	{ "\\Trash", STORE_USE_TRASH }, { "\\Junk", STORE_USE_JUNK },
+	{ "\\Archive", STORE_USE_ARCHIVE },
+};
+
+/*
+ * CREATE's optional parameters after the mailbox (RFC 4466 §2.2): SP "("
+ * param *(SP param) ")", of which USE (RFC 6154 §3) is the only one known;
+ * its special uses go into *USE.  0; -1 after a BAD for bad syntax or an
+ * unknown parameter; -2 after NO [USEATTR] for a special use the store
+ * cannot give.
+ */
+static int create_params(struct imap_session *s, struct imap_cmd *cmd, uint32_t *use)
+{
+	*use = 0;
+	if (imap_parse_at_end(cmd))
+		return 0;
+	if (imap_parse_sp(cmd) || !parse_accept(cmd, '(')) {
+		imap_bad(s, NULL, "Expected CREATE parameters in parentheses");
+		return -1;
+	}
+	for (;;) {
+		struct imap_str param;
+		struct imap_flags fl;
+		if (imap_parse_atom(cmd, &param)) {
+			imap_bad(s, NULL, "%s", cmd->error);
+			return -1;
+		}
+		if (strcasecmp(param.s, "USE") != 0) {
+			imap_bad(s, NULL, "Unknown CREATE parameter");
+			return -1;
+		}
+		if (imap_parse_sp(cmd) || imap_parse_flag_list(cmd, &fl)) {
+			imap_bad(s, NULL, "%s", cmd->error);
+			return -1;
+		}
+		for (size_t i = 0; i < fl.n; i++) {
+			size_t k = 0;
+			while (k < sizeof create_uses / sizeof create_uses[0] &&
+			       strcasecmp(fl.v[i].s, create_uses[k].attr) != 0)
+				k++;
+			if (k == sizeof create_uses / sizeof create_uses[0]) {
+				/* RFC 6154 §3: no mailbox, NO with USEATTR. */
+				imap_no(s, "USEATTR", "%s is not a special use this server can give",
+				        fl.v[i].s);
+				return -2;
+			}
+			*use |= create_uses[k].bit;
+		}
+		if (parse_accept(cmd, ')'))
+			break;
+		if (imap_parse_sp(cmd)) {
+			imap_bad(s, NULL, "%s", cmd->error);
+			return -1;
+		}
+	}
+	if (imap_parse_end(cmd)) {
+		imap_bad(s, NULL, "%s", cmd->error);
+		return -1;
+	}
+	return 0;
+}
+
+/* RFC 6154 §3 lets a server refuse a second mailbox with the same special
+ * use; onebox does, since POP3's trash mode and clients expect one.  0, or
+ * -1 after answering NO. */
+static int create_use_free(struct imap_session *s, uint32_t use)
+{
+	store_txn *t;
+
+	if (!use)
+		return 0;
+	t = store_read_begin(conn_store(s->c));
+	if (!t) {
+		imap_no(s, "UNAVAILABLE", "Cannot read the store, try later");
+		return -1;
+	}
+	for (size_t k = 0; k < sizeof create_uses / sizeof create_uses[0]; k++) {
+		struct store_mailbox mb;
+		if (!(use & create_uses[k].bit) ||
+		    store_mailbox_by_use(t, s->user_id, create_uses[k].bit, &mb) != STORE_OK)
+			continue;
+		store_read_end(t);
+		imap_no(s, "USEATTR", "Another mailbox is already the %s one", create_uses[k].attr);
+		return -1;
+	}
+	store_read_end(t);
+	return 0;
+}
+
 void imap_cmd_create(struct imap_session *s, struct imap_cmd *cmd)
 {
 	struct store_mailbox mb;
+	struct imap_str arg;
+	uint32_t use;
 	char *name;
 	int rc;
 
-	name = mbox_arg(s, cmd);
-	if (!name)
+	if (imap_parse_sp(cmd) || imap_parse_mailbox(cmd, &arg)) {
+		imap_bad(s, NULL, "%s", cmd->error);
 		return;
+	}
+	if (create_params(s, cmd, &use) != 0)
+		return;
+	name = mbox_trim(cmd, &arg);
+	if (!name) {
+		imap_no(s, "UNAVAILABLE", "Out of memory");
+		return;
+	}
 	if (!mbox_name_ok(name)) {
 		imap_no(s, "CANNOT", "Invalid mailbox name");
 		return;
@@ -275,7 +409,11 @@ void imap_cmd_create(struct imap_session *s, struct imap_cmd *cmd)
 		mbox_store_no(s, rc, "CREATE");
 		return;
 	}
-	store_req_mailbox_create(r, s->user, name, 0);
+	if (create_use_free(s, use) != 0) {
+		store_req_free(r);
+		return;
+	}
+	store_req_mailbox_create(r, s->user, name, use);
 	imap_submit(s, r, mbox_create_done);
 }
 
@@ -286,6 +424,13 @@ struct mbox_entry {
 	uint32_t id;
 	uint32_t special_use;
 	bool subscribed;
+	bool exists;       /* a mailbox, not only a subscribed name: always,
+	                    * since subscriptions live on the mailbox record */
+	/* Worked out by LIST (list_evaluate): */
+	bool meets;        /* meets the selection criteria */
+	bool matched;      /* matches one of the patterns */
+	bool desc_meets;   /* a descendant meets the selection criteria */
+	bool desc_unmatched; /* ... and matches none of the patterns */
 };
 
 struct mbox_list {
@@ -308,7 +453,7 @@ static int mbox_list_one(const struct store_mailbox *mb, void *arg)
 		l->v = n;
 		l->cap = cap;
 	}
-	l->v[l->n].name = strdup(mb->name);
+	l->v[l->n] = (struct mbox_entry){ .name = strdup(mb->name) };
 	if (!l->v[l->n].name) {
 		l->nomem = true;
 		return 1;
@@ -316,6 +461,7 @@ static int mbox_list_one(const struct store_mailbox *mb, void *arg)
 	l->v[l->n].id = mb->id;
 	l->v[l->n].special_use = mb->special_use;
 	l->v[l->n].subscribed = mb->subscribed;
+	l->v[l->n].exists = true;
 	l->n++;
 	return 0;
 }
@@ -400,10 +546,12 @@ void imap_cmd_delete(struct imap_session *s, struct imap_cmd *cmd)
 		return;
 	}
 	/* RFC 3501 §6.3.4 would keep a parent as \Noselect; onebox has no
-	 * such mailboxes, so a parent goes only after its children. */
+	 * such mailboxes, so a parent goes only after its children.  RFC 9051
+	 * §6.3.5 has a response code for it; IMAP4rev1 sessions keep INUSE. */
 	if (mbox_has_children(&l, name)) {
 		mbox_list_free(&l);
-		imap_no(s, "INUSE", "Mailbox has children; delete them first");
+		imap_no(s, (s->enabled & IMAP_EN_REV2) ? "HASCHILDREN" : "INUSE",
+		        "Mailbox has children; delete them first");
 		return;
 	}
 	uint32_t id = e->id;
@@ -508,6 +656,35 @@ static void rename_inbox_created(struct imap_session *s, store_req *r)
 	imap_submit(s, m, rename_inbox_moved);
 }
 
+/* The names of a RENAME of other than INBOX, kept for its answer. */
+struct rename_names {
+	const char *from, *to;
+};
+
+/*
+ * An IMAP4rev2 session is told of the new name with the old one in an
+ * OLDNAME extended data item (RFC 9051 §6.3.9.7), which the RFC includes
+ * whenever a mailbox is renamed; the children follow without one (§6.3.6).
+ */
+static void rename_done(struct imap_session *s, store_req *r)
+{
+	const struct rename_names *rn = s->cmd_state;
+	int rc = store_req_status(r);
+
+	if (rc != STORE_OK) {
+		mbox_store_no(s, rc, "RENAME");
+		return;
+	}
+	if ((s->enabled & IMAP_EN_REV2) && rn) {
+		imap_write_str(&s->out, "* LIST () \"/\" ");
+		imap_write_mailbox(&s->out, rn->to, strlen(rn->to), imap_write_flags(s));
+		imap_write_str(&s->out, " (\"OLDNAME\" (");
+		imap_write_mailbox(&s->out, rn->from, strlen(rn->from), imap_write_flags(s));
+		imap_write_str(&s->out, "))\r\n");
+	}
+	imap_ok(s, NULL, "RENAME completed");
+}
+
 void imap_cmd_rename(struct imap_session *s, struct imap_cmd *cmd)
 {
 	struct imap_str a, b;
@@ -577,6 +754,16 @@ void imap_cmd_rename(struct imap_session *s, struct imap_cmd *cmd)
 		return;
 	}
 	/* The mailbox and every inferior, in one request (§6.3.5). */
+	struct rename_names *rn = imap_cmd_alloc(cmd, sizeof *rn);
+	if (!rn) {
+		mbox_list_free(&l);
+		store_req_free(r);
+		imap_no(s, "UNAVAILABLE", "Out of memory");
+		return;
+	}
+	rn->from = from;
+	rn->to = to;
+	s->cmd_state = rn;
 	store_req_mailbox_rename(r, src->id, to);
 	for (size_t i = 0; i < l.n; i++) {
 		const char *n = l.v[i].name;
@@ -596,7 +783,7 @@ void imap_cmd_rename(struct imap_session *s, struct imap_cmd *cmd)
 		free(nn);
 	}
 	mbox_list_free(&l);
-	imap_submit(s, r, mbox_write_done);
+	imap_submit(s, r, rename_done);
 }
 
 /* ------------------------------------------------ SUBSCRIBE/UNSUBSCRIBE */
@@ -676,8 +863,24 @@ out:
 	return res;
 }
 
-static void list_write_one(struct imap_session *s, const char *verb, const struct mbox_entry *e,
-                           bool children, bool show_subscribed)
+/* What one LIST line says of a mailbox name. */
+struct list_attrs {
+	const char *name;
+	uint32_t special_use; /* STORE_USE_* */
+	bool subscribed;
+	bool exists;          /* else \NonExistent (RFC 5258 §3) */
+	bool children;        /* \HasChildren, else \HasNoChildren (RFC 3348) */
+	bool show_subscribed; /* \Subscribed was asked for (SUBSCRIBED option) */
+	bool childinfo;       /* ("CHILDINFO" ("SUBSCRIBED")), RFC 5258 §3.5 */
+};
+
+/*
+ * Append "* VERB (attributes) "/" name" and the extended data CHILDINFO
+ * asks for.  The attributes come in a fixed order (\NonExistent, the
+ * children attribute, \Subscribed, the special uses) so that a plain LIST
+ * reads as it always has.
+ */
+static void list_write_one(struct imap_session *s, const char *verb, const struct list_attrs *a)
 {
 	static const struct {
 		uint32_t bit;
@@ -691,17 +894,22 @@ static void list_write_one(struct imap_session *s, const char *verb, const struc
 
 	imap_write_str(w, "* ");
 	imap_write_str(w, verb);
-	imap_write_str(w, children ? " (\\HasChildren" : " (\\HasNoChildren");
-	if (show_subscribed && e->subscribed)
+	imap_write_str(w, a->exists ? " (" : " (\\NonExistent ");
+	imap_write_str(w, a->children ? "\\HasChildren" : "\\HasNoChildren");
+	if (a->show_subscribed && a->subscribed)
 		imap_write_str(w, " \\Subscribed");
 	for (size_t i = 0; i < sizeof uses / sizeof uses[0]; i++) {
-		if (e->special_use & uses[i].bit) {
+		if (a->special_use & uses[i].bit) {
 			imap_write_byte(w, ' ');
 			imap_write_str(w, uses[i].attr);
 		}
 	}
 	imap_write_str(w, ") \"/\" ");
-	imap_write_mailbox(w, e->name, strlen(e->name), imap_write_flags(s));
+	imap_write_mailbox(w, a->name, strlen(a->name), imap_write_flags(s));
+	/* The selection criteria that make a descendant count: always
+	 * SUBSCRIBED, the only base option there is (RFC 5258 §6). */
+	if (a->childinfo)
+		imap_write_str(w, " (\"CHILDINFO\" (\"SUBSCRIBED\"))");
 	imap_write_crlf(w);
 }
 
@@ -724,72 +932,216 @@ static int list_status_one(struct imap_session *s, store_txn *t, const struct mb
 	return status_write(s, t, e->name, strlen(e->name), &mb, items);
 }
 
+/* What a LIST command asks for, once its options have been checked. */
+struct list_query {
+	bool lsub;
+	bool sel_subscribed;  /* SUBSCRIBED selection option */
+	bool sel_special;     /* SPECIAL-USE selection option (RFC 6154 §2) */
+	bool recursive;       /* RECURSIVEMATCH */
+	bool show_subscribed; /* \Subscribed: SUBSCRIBED as either kind of option */
+	bool status;          /* RETURN (STATUS (...)), RFC 5819 */
+	unsigned status_items;
+	char **pats;          /* canonical patterns, reference prepended */
+	size_t npats;
+};
+
+/* Is NAME one of the NUL-terminated NAMES? */
+static bool name_in(const char *name, const char *const *names)
+{
+	for (; *names; names++)
+		if (strcmp(name, *names) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Check A's options and fill Q from them; NULL, or the reason for a BAD.
+ * RFC 5258 §3 and RFC 9051 §6.3.9: an option the server does not know is
+ * a BAD; one given twice counts once.  None of the selection options and
+ * only STATUS among the return options takes a value.  RECURSIVEMATCH
+ * needs a base option, and the only base option is SUBSCRIBED: REMOTE and
+ * SPECIAL-USE are independent ones (RFC 5258 §6, RFC 6154 §6), so
+ * (RECURSIVEMATCH), (REMOTE RECURSIVEMATCH) and (SPECIAL-USE
+ * RECURSIVEMATCH) are refused.
+ */
+static const char *list_check_options(const struct imap_list *a, struct list_query *q)
+{
+	static const char *const sel_names[] = { "SUBSCRIBED", "REMOTE", "RECURSIVEMATCH",
+		                                  "SPECIAL-USE", NULL };
+	static const char *const ret_names[] = { "SUBSCRIBED", "CHILDREN", "SPECIAL-USE",
+		                                  "STATUS", NULL };
+
+	for (size_t i = 0; i < a->nsel; i++) {
+		if (!name_in(a->sel[i].name.s, sel_names))
+			return "Unknown LIST selection option";
+		if (a->sel[i].value.len)
+			return "This LIST selection option takes no value";
+	}
+	for (size_t i = 0; i < a->nret; i++) {
+		if (!name_in(a->ret[i].name.s, ret_names))
+			return "Unknown LIST return option";
+		if (a->ret[i].value.len && strcmp(a->ret[i].name.s, "STATUS") != 0)
+			return "This LIST return option takes no value";
+	}
+	q->sel_subscribed = a->known & IMAP_LIST_SEL_SUBSCRIBED;
+	q->sel_special = a->known & IMAP_LIST_SEL_SPECIAL_USE;
+	q->recursive = a->known & IMAP_LIST_SEL_RECURSIVEMATCH;
+	if (q->recursive && !q->sel_subscribed)
+		return "RECURSIVEMATCH needs the SUBSCRIBED selection option";
+	/* The SUBSCRIBED selection option implies the return option. */
+	q->show_subscribed = a->known & (IMAP_LIST_SEL_SUBSCRIBED | IMAP_LIST_RET_SUBSCRIBED);
+	q->status = a->known & IMAP_LIST_RET_STATUS;
+	q->status_items = a->status_items;
+	return NULL;
+}
+
+/* Entry of L named by the LEN octets of NAME, or NULL. */
+static struct mbox_entry *mbox_find(const struct mbox_list *l, const char *name, size_t len)
+{
+	size_t lo = 0, hi = l->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const char *e = l->v[mid].name;
+		int c = strncmp(e, name, len);
+		if (c == 0 && e[len] == '\0')
+			return &l->v[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid; /* c > 0, or E extends NAME and so sorts after it */
+	}
+	return NULL;
+}
+
+/*
+ * Decide, for each entry of L, whether it meets the selection criteria,
+ * matches one of Q's patterns, and (RECURSIVEMATCH) has a descendant that
+ * meets them, and one that does so without matching.  Each entry that
+ * meets marks its ancestors, looked up by binary search: the cost is the
+ * entries times their depth times log(entries).
+ */
+static void list_evaluate(const struct list_query *q, struct mbox_list *l, bool *nomem)
+{
+	for (size_t i = 0; i < l->n && !*nomem; i++) {
+		struct mbox_entry *e = &l->v[i];
+		/* SUBSCRIBED lists subscribed names rather than mailboxes
+		 * (RFC 9051 §6.3.9.1); LSUB is the same selection. */
+		bool sub = q->lsub || q->sel_subscribed;
+		e->meets = (sub ? e->subscribed : e->exists) && (!q->sel_special || e->special_use);
+		e->matched = false;
+		e->desc_meets = e->desc_unmatched = false;
+		for (size_t k = 0; k < q->npats && !e->matched; k++)
+			e->matched = mbox_match(q->pats[k], strlen(q->pats[k]), e->name, nomem);
+	}
+	if (!q->recursive)
+		return;
+	for (size_t i = 0; i < l->n; i++) {
+		const struct mbox_entry *e = &l->v[i];
+		if (!e->meets)
+			continue;
+		for (const char *p = strchr(e->name, DELIM); p; p = strchr(p + 1, DELIM)) {
+			struct mbox_entry *anc = mbox_find(l, e->name, (size_t)(p - e->name));
+			if (!anc)
+				continue;
+			anc->desc_meets = true;
+			if (!e->matched)
+				anc->desc_unmatched = true;
+		}
+	}
+}
+
+/* RFC 3501 §6.3.8: LIST "ref" "" asks for the delimiter and the root of
+ * the reference, LSUB for nothing. */
+static void list_delimiter(struct imap_session *s, const struct imap_list *a, bool lsub)
+{
+	if (lsub)
+		return;
+	const char *slash = a->reference.len ? memchr(a->reference.s, DELIM, a->reference.len) : NULL;
+	imap_write_str(&s->out, "* LIST (\\Noselect) \"/\" ");
+	if (slash)
+		imap_write_mailbox(&s->out, a->reference.s, (size_t)(slash - a->reference.s) + 1,
+		                   imap_write_flags(s));
+	else
+		imap_write_str(&s->out, "\"\"");
+	imap_write_crlf(&s->out);
+}
+
+/*
+ * The canonical patterns of A into Q: the reference and each pattern read
+ * as one left-to-right name.  In the extended syntax an empty pattern is
+ * ignored (RFC 5258 §3), so Q may end up with none.  False when out of
+ * memory.
+ */
+static bool list_patterns(struct imap_cmd *cmd, const struct imap_list *a, struct list_query *q)
+{
+	q->pats = imap_cmd_alloc(cmd, a->npatterns * sizeof *q->pats);
+	if (!q->pats)
+		return false;
+	q->npats = 0;
+	for (size_t i = 0; i < a->npatterns; i++) {
+		if (a->extended && a->patterns[i].len == 0)
+			continue;
+		size_t n = a->reference.len + a->patterns[i].len;
+		char *p = imap_cmd_alloc(cmd, n + 1);
+		if (!p)
+			return false;
+		memcpy(p, a->reference.s, a->reference.len);
+		memcpy(p + a->reference.len, a->patterns[i].s, a->patterns[i].len);
+		p[n] = '\0';
+		q->pats[q->npats++] = p;
+	}
+	return true;
+}
+
+/*
+ * LIST and LSUB (RFC 3501 §6.3.8, §6.3.9), with the extended LIST of RFC
+ * 5258 / RFC 9051 §6.3.9: selection options SUBSCRIBED, REMOTE (there are
+ * no remote mailboxes: no effect), RECURSIVEMATCH and SPECIAL-USE (RFC
+ * 6154), return options SUBSCRIBED, CHILDREN, SPECIAL-USE and STATUS (RFC
+ * 5819), several patterns in parentheses.  \HasChildren/\HasNoChildren
+ * and the special uses are always given, as RFC 3348 and RFC 6154 allow.
+ */
 void imap_cmd_list(struct imap_session *s, struct imap_cmd *cmd)
 {
-	bool lsub = strcmp(cmd->name, "LSUB") == 0;
+	struct list_query q = { .lsub = strcmp(cmd->name, "LSUB") == 0 };
 	struct imap_list a;
 	struct mbox_list l;
-	char **full;
 	bool nomem = false;
+	const char *err;
 	int rc;
 
 	if (imap_parse_sp(cmd) || imap_parse_list(cmd, &a) || imap_parse_end(cmd)) {
 		imap_bad(s, NULL, "%s", cmd->error);
 		return;
 	}
-	if (lsub && a.extended) {
+	if (q.lsub && a.extended) {
 		imap_bad(s, NULL, "LSUB takes a reference and one pattern");
 		return;
 	}
-	if (a.nsel > 0 && (a.known & 0xff) == 0) {
-		imap_bad(s, NULL, "Unsupported LIST selection option");
+	err = list_check_options(&a, &q);
+	if (err) {
+		imap_bad(s, NULL, "%s", err);
 		return;
 	}
-	bool only_subscribed = lsub || (a.known & IMAP_LIST_SEL_SUBSCRIBED);
-	bool only_special = a.known & IMAP_LIST_SEL_SPECIAL_USE;
-
-	/* RFC 3501 §6.3.8: an empty pattern asks for the delimiter and the
-	 * root of the reference. */
-	if (a.npatterns == 1 && a.patterns[0].len == 0) {
-		if (!lsub) {
-			const char *slash = a.reference.len ? memchr(a.reference.s, DELIM, a.reference.len)
-			                                    : NULL;
-			imap_write_str(&s->out, "* LIST (\\Noselect) \"/\" ");
-			if (slash)
-				imap_write_mailbox(&s->out, a.reference.s,
-				                   (size_t)(slash - a.reference.s) + 1,
-				                   imap_write_flags(s));
-			else
-				imap_write_str(&s->out, "\"\"");
-			imap_write_crlf(&s->out);
-		}
+	/* Only the basic syntax gives the empty pattern a meaning. */
+	if (!a.extended && a.npatterns == 1 && a.patterns[0].len == 0) {
+		list_delimiter(s, &a, q.lsub);
 		imap_ok(s, NULL, "%s completed", cmd->name);
 		return;
 	}
-	full = imap_cmd_alloc(cmd, a.npatterns * sizeof *full);
-	if (!full) {
+	if (!list_patterns(cmd, &a, &q)) {
 		imap_no(s, "UNAVAILABLE", "Out of memory");
 		return;
-	}
-	/* The reference and the pattern are read as one left-to-right name. */
-	for (size_t i = 0; i < a.npatterns; i++) {
-		size_t n = a.reference.len + a.patterns[i].len;
-		full[i] = imap_cmd_alloc(cmd, n + 1);
-		if (!full[i]) {
-			imap_no(s, "UNAVAILABLE", "Out of memory");
-			return;
-		}
-		memcpy(full[i], a.reference.s, a.reference.len);
-		memcpy(full[i] + a.reference.len, a.patterns[i].s, a.patterns[i].len);
-		full[i][n] = '\0';
 	}
 	rc = mbox_list_load(s, &l);
 	if (rc != STORE_OK) {
 		mbox_store_no(s, rc, cmd->name);
 		return;
 	}
+	list_evaluate(&q, &l, &nomem);
 	store_txn *st = NULL;
-	if (!lsub && (a.known & IMAP_LIST_RET_STATUS)) {
+	if (q.status && !nomem) {
 		st = store_read_begin(conn_store(s->c));
 		if (!st) {
 			mbox_list_free(&l);
@@ -799,19 +1151,25 @@ void imap_cmd_list(struct imap_session *s, struct imap_cmd *cmd)
 	}
 	for (size_t i = 0; i < l.n && !nomem && rc == STORE_OK; i++) {
 		const struct mbox_entry *e = &l.v[i];
-		bool hit = false;
-		if (only_subscribed && !e->subscribed)
+		/* RFC 9051 §6.3.9.3 rule 2: a name is listed when it meets the
+		 * selection, or (RECURSIVEMATCH) when a descendant that meets it
+		 * would not be listed itself; CHILDINFO then says why. */
+		if (!e->matched || !(e->meets || e->desc_unmatched))
 			continue;
-		if (only_special && !e->special_use)
-			continue;
-		for (size_t k = 0; k < a.npatterns && !hit; k++)
-			hit = mbox_match(full[k], strlen(full[k]), e->name, &nomem);
-		if (hit)
-			list_write_one(s, lsub ? "LSUB" : "LIST", e, mbox_has_children(&l, e->name),
-			               !lsub && (a.known & (IMAP_LIST_SEL_SUBSCRIBED |
-			                                    IMAP_LIST_RET_SUBSCRIBED)));
-		if (hit && st)
-			rc = list_status_one(s, st, e, a.status_items);
+		struct list_attrs at = {
+			.name = e->name,
+			.special_use = e->special_use,
+			.subscribed = e->subscribed,
+			.exists = e->exists,
+			.children = mbox_has_children(&l, e->name),
+			.show_subscribed = q.show_subscribed,
+			.childinfo = e->desc_meets,
+		};
+		list_write_one(s, q.lsub ? "LSUB" : "LIST", &at);
+		/* STATUS for each selectable mailbox that meets the selection
+		 * (RFC 9051 §6.3.9.2). */
+		if (st && e->meets && e->exists)
+			rc = list_status_one(s, st, e, q.status_items);
 	}
 	if (st)
 		store_read_end(st);
@@ -827,6 +1185,30 @@ void imap_cmd_list(struct imap_session *s, struct imap_cmd *cmd)
 		return;
 	}
 	imap_ok(s, NULL, "%s completed", cmd->name);
+}
+
+/*
+ * IMAP4rev2's SELECT and EXAMINE send the mailbox's LIST line, with
+ * accurate attributes (RFC 9051 §6.3.2): the children attribute needs the
+ * other names, so the list is read.  Nothing is written if it cannot be.
+ */
+static void select_write_list(struct imap_session *s, const char *name,
+                              const struct store_mailbox *mb)
+{
+	struct mbox_list l;
+
+	if (mbox_list_load(s, &l) != STORE_OK)
+		return;
+	struct list_attrs at = {
+		.name = name,
+		.special_use = mb->special_use,
+		.subscribed = mb->subscribed,
+		.exists = true,
+		.children = mbox_has_children(&l, name),
+		.show_subscribed = true,
+	};
+	mbox_list_free(&l);
+	list_write_one(s, "LIST", &at);
 }
 
 /* ------------------------------------------------------------- STATUS */
@@ -857,8 +1239,10 @@ static int status_write(struct imap_session *s, store_txn *t, const char *name, 
 
 	if (items & IMAP_STATUS_HIGHESTMODSEQ) /* RFC 7162 §3.1 enabling command */
 		imap_condstore_enable(s);
-	/* RECENT costs only the messages above the claim, not the mailbox. */
-	if (items & IMAP_STATUS_RECENT) {
+	/* RECENT costs only the messages above the claim, not the mailbox.
+	 * An IMAP4rev2 session sees no message as \Recent (RFC 9051
+	 * Appendix E item 12), so it is told 0. */
+	if ((items & IMAP_STATUS_RECENT) && !(s->enabled & IMAP_EN_REV2)) {
 		int rc = store_message_foreach(t, mb->id, imap_recent_claimed(mb->id) + 1,
 		                               count_one, &rc_n);
 		if (rc != STORE_OK)

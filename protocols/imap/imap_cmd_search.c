@@ -13,6 +13,11 @@
  * empties it after a NO without SAVE, against the normative text, which
  * we follow).  SAVE alone asks for no result, so nothing untagged is sent.
  *
+ * IMAP4rev2 (RFC 9051 §6.4.4, Appendix E item 4) has no SEARCH response:
+ * once the session has enabled it, a SEARCH without RETURN is answered as
+ * RETURN (ALL), with ESEARCH.  RECENT and NEW then match nothing and OLD
+ * everything, since such a session never sees a message as \Recent.
+ *
  * The parser gives a key tree; this file compiles it (sequence sets
  * resolved, keywords looked up, dates turned into day numbers, cheap keys
  * moved ahead of costly ones) and evaluates it against each message of the
@@ -904,6 +909,11 @@ void imap_cmd_search(struct imap_session *s, struct imap_cmd *cmd)
 	}
 	if (q.modseq_used) /* a CONDSTORE enabling command (RFC 7162 §3.1) */
 		imap_condstore_enable(s);
+	if ((s->enabled & IMAP_EN_REV2) && !q.esearch) {
+		/* RFC 9051 §6.4.4: no result option means ALL. */
+		q.esearch = true;
+		q.ret = IMAP_SEARCH_RET_ALL;
+	}
 	rc = imap_search_run(s, cmd, &q, &h);
 	if (rc != 0) {
 		if (rc == -1 && (q.ret & IMAP_SEARCH_RET_SAVE))

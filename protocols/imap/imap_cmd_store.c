@@ -104,8 +104,9 @@ static void answer_store_error(struct imap_session *s, int status, const char *w
 	case STORE_INVALID: /* the 64-keyword table of the mailbox is full */
 		imap_no(s, "LIMIT", "Too many keywords in this mailbox");
 		break;
-	default:
-		imap_no(s, "SERVERUNAVAILABLE", "%s failed: %s", what, store_strerror(status));
+	default: /* RFC 5530 UNAVAILABLE: temporary; also a full disk (STORE_NOSPACE) */
+		imap_no(s, "UNAVAILABLE", "%s failed: %s, try again later", what,
+		        store_strerror(status));
 		break;
 	}
 }

@@ -331,9 +331,35 @@ static struct lit_marker find_marker(const char *line, size_t len)
 }
 
 /*
+ * The largest refused non-synchronizing literal that is read and thrown
+ * away rather than answered by closing the connection.  RFC 7888 section 4
+ * leaves the server two choices, both allowed for LITERAL- too (section 5):
+ * read the literal and refuse the command, or send BYE and close.  Closing
+ * makes naive clients reconnect and send the same thing again, so we read
+ * when we can afford it.  Swallowed octets are never stored, so the cost is
+ * bandwidth, not memory.  In general the bound is max_discard.  A literal
+ * refused only because LITERAL- caps "{N+}" at 4096 octets is read up to
+ * the size a synchronizing literal could have had in this command
+ * (APPENDLIMIT for APPEND): the client then gets a tagged "BAD [TOOBIG]"
+ * and can retry with "{N}", and the same client could have made us take
+ * that many octets with a synchronizing literal anyway.
+ */
+static size_t asm_discard_limit(const struct imap_asm *a)
+{
+	size_t lim = a->lim.max_discard;
+
+	if (a->err == IMAP_ASM_ERR_LITERAL_MINUS) {
+		size_t sync = a->is_append ? a->lim.max_append : a->lim.max_command;
+		if (sync > lim)
+			lim = sync;
+	}
+	return lim;
+}
+
+/*
  * Refuse the command.  If the client is sending a non-synchronizing literal
  * regardless, swallow it (RFC 7888 section 4, choice 1) unless it is larger
- * than max_discard, in which case closing is cheaper (choice 2).
+ * than asm_discard_limit(), in which case we close (choice 2).
  */
 static enum imap_asm_status asm_reject(struct imap_asm *a,
 				       enum imap_asm_error err,
@@ -346,7 +372,7 @@ static enum imap_asm_status asm_reject(struct imap_asm *a,
 	if (a->buf)
 		a->buf[0] = '\0';
 	if (m->present && m->nonsync) {
-		if (m->bad || m->size > a->lim.max_discard) {
+		if (m->bad || m->size > asm_discard_limit(a)) {
 			a->state = ASM_DEAD;
 			return IMAP_ASM_CLOSE;
 		}
@@ -370,7 +396,7 @@ static enum imap_asm_status asm_discard_line(struct imap_asm *a,
 	struct lit_marker m = find_marker(line, len);
 
 	if (m.present && m.nonsync) {
-		if (m.bad || m.size > a->lim.max_discard) {
+		if (m.bad || m.size > asm_discard_limit(a)) {
 			a->state = ASM_DEAD;
 			return IMAP_ASM_CLOSE;
 		}

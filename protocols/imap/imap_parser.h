@@ -66,7 +66,10 @@ struct imap_limits {
 	size_t max_append;
 	/* A refused non-synchronizing literal up to this size is read and
 	 * thrown away; a bigger one closes the connection (see
-	 * imap_asm_line()).  0: always close. */
+	 * imap_asm_line()).  0: always close.  One refused only for being
+	 * over LITERAL-'s 4096 octets is read up to the size a synchronizing
+	 * literal could have had instead (max_append for APPEND, else
+	 * max_command), if that is more. */
 	size_t max_discard;
 	enum imap_literal_mode literal_mode;
 };
@@ -107,8 +110,9 @@ enum imap_asm_status {
 	/* The tail of a refused command has been swallowed; nothing to answer.
 	 * The next line is a new command. */
 	IMAP_ASM_DISCARDED,
-	/* A refused non-synchronizing literal is larger than max_discard: send
-	 * "* BYE" with imap_asm_error() and close the connection. */
+	/* A refused non-synchronizing literal is too large to swallow (see
+	 * max_discard): send "* BYE" with imap_asm_error() ("* BYE [TOOBIG]"
+	 * for the two literal size errors) and close the connection. */
 	IMAP_ASM_CLOSE,
 };
 
@@ -121,7 +125,9 @@ enum imap_asm_error {
 	 * for APPEND, else BAD. */
 	IMAP_ASM_ERR_LITERAL_TOO_BIG,
 	/* "{N+}" over 4096 under LITERAL-: the BAD must carry [TOOBIG] for
-	 * APPEND, and a BYE should (RFC 7888 section 5). */
+	 * APPEND, and a BYE should (RFC 7888 section 5).  Answered "BAD
+	 * [TOOBIG]" whatever the command, so a client can tell that a
+	 * synchronizing literal would do. */
 	IMAP_ASM_ERR_LITERAL_MINUS,
 	IMAP_ASM_ERR_NONSYNC,         /* "{N+}" without LITERAL+/LITERAL- */
 	IMAP_ASM_ERR_BAD_LITERAL,     /* malformed or absurd literal size */
@@ -172,9 +178,10 @@ void imap_asm_free(struct imap_asm *a);
  * never sent: the client waits for "+" and receives the tagged answer
  * instead (RFC 3501 section 7.5).  A refused non-synchronizing literal is
  * already on its way (RFC 7888 section 4): if it is at most max_discard
- * octets the assembler swallows it and the rest of the command, otherwise
- * the status is IMAP_ASM_CLOSE and the connection must be closed after a
- * BYE.  An over-long line is refused the same way; its trailing literal
+ * octets (more under LITERAL-, see struct imap_limits) the assembler
+ * swallows it and the rest of the command, otherwise the status is
+ * IMAP_ASM_CLOSE and the connection must be closed after a BYE.  An
+ * over-long line is refused the same way; its trailing literal
  * announcement, if any, is still honoured so that input stays in step.
  */
 enum imap_asm_status imap_asm_line(struct imap_asm *a, const char *line,

@@ -15,6 +15,11 @@
  * each new message as recent.  EXAMINE looks without claiming (§6.3.2).
  * The table lives only in memory: after a restart, messages are recent once
  * more for the first session that selects their mailbox.
+ *
+ * IMAP4rev2 (RFC 9051 Appendix E items 12 and 21): a session that has
+ * enabled it neither claims nor reports \Recent, so the messages stay
+ * recent for the next IMAP4rev1 session, and every unsolicited FETCH it is
+ * sent carries the UID.
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -325,7 +330,7 @@ int imap_view_open(struct imap_session *s, const struct store_mailbox *mb, bool 
 		memset(v, 0, sizeof *v);
 		return rc;
 	}
-	if (v->count)
+	if (v->count && !(s->enabled & IMAP_EN_REV2))
 		view_claim_recent(v, v->uids[0], v->uids[v->count - 1]);
 	s->state = IMAP_SELECTED;
 	return STORE_OK;
@@ -544,9 +549,12 @@ void imap_view_sync(struct imap_session *s, bool expunge_ok)
 		view_apply_expunges(s, &x.expunged);
 	if (x.added.n) {
 		if (view_append(v, &x.added)) {
-			view_claim_recent(v, x.added.v[0].uid, x.added.v[x.added.n - 1].uid);
 			imap_untagged(s, "%" PRIu32 " EXISTS", v->count);
-			imap_untagged(s, "%" PRIu32 " RECENT", imap_view_recent_count(v));
+			if (!(s->enabled & IMAP_EN_REV2)) {
+				view_claim_recent(v, x.added.v[0].uid,
+				                  x.added.v[x.added.n - 1].uid);
+				imap_untagged(s, "%" PRIu32 " RECENT", imap_view_recent_count(v));
+			}
 		} else if (upto > x.added.v[0].modseq - 1) {
 			upto = x.added.v[0].modseq - 1; /* out of memory: retry later */
 		}
@@ -568,10 +576,11 @@ void imap_view_sync(struct imap_session *s, bool expunge_ok)
 		imap_write_str(&s->out, "* ");
 		imap_write_u64(&s->out, seq);
 		imap_write_str(&s->out, " FETCH (");
-		if (s->uid || (s->enabled & IMAP_EN_CONDSTORE)) {
+		if (s->uid || (s->enabled & (IMAP_EN_CONDSTORE | IMAP_EN_REV2))) {
 			/* RFC 3501 §6.4.8: FETCH responses during a UID command
 			 * carry the UID; so do all unsolicited ones once
-			 * CONDSTORE is on (RFC 7162 §3.2.4). */
+			 * CONDSTORE (RFC 7162 §3.2.4) or IMAP4rev2 (RFC 9051
+			 * §7.5.2) is on. */
 			imap_write_str(&s->out, "UID ");
 			imap_write_u64(&s->out, m.uid);
 			imap_write_byte(&s->out, ' ');

@@ -268,7 +268,20 @@ static void lmtp_report_rcpt(struct lmtp_session *s, const struct lmtp_rcpt *r,
 		lmtp_reply(s, "250 2.0.0 <%s> Saved as UID %" PRIu32, r->addr, d->uid);
 		break;
 	case STORE_OVERQUOTA:
-		lmtp_reply(s, "552 5.2.2 <%s> Mailbox over quota", r->addr);
+		/* RFC 3463 X.2.2, mailbox full: "should be used as a
+		 * persistent transient failure", so the operator chooses
+		 * between a bounce and a retry (quota.lmtp_over_quota). */
+		if (s->set->over_quota_temporary)
+			lmtp_reply(s, "452 4.2.2 <%s> Mailbox over quota, try again later",
+			           r->addr);
+		else
+			lmtp_reply(s, "552 5.2.2 <%s> Mailbox over quota", r->addr);
+		break;
+	case STORE_NOSPACE:
+		/* The disk or the map is full: RFC 5321 452 (insufficient
+		 * system storage) with RFC 3463 X.3.1 (mail system full). */
+		lmtp_reply(s, "452 4.3.1 <%s> Insufficient system storage, try again later",
+		           r->addr);
 		break;
 	case STORE_NOTFOUND:
 		/* The user was deleted between RCPT and the commit. */

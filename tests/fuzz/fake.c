@@ -146,6 +146,10 @@ int conn_starttls(conn *c)
 	return 0;
 }
 
+/* No front-end under fuzzing offers COMPRESS. */
+int conn_compress_start(conn *c) { return -1; }
+bool conn_compressed(const conn *c) { return false; }
+
 const char *conn_peer(const conn *c) { return "fuzz:0"; }
 void conn_set_user(conn *c, const char *user) {}
 

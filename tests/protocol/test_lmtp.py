@@ -398,7 +398,8 @@ def test_concurrent_deliveries_get_distinct_uids(daemon):
 def test_over_quota_recipient_gets_552_and_others_are_stored(daemon_factory):
     """A full mailbox refuses only its own recipient (552 5.2.2, RFC 3463
     mailbox full) and stores nothing for it; the other recipient of the same
-    transaction gets the message.  `onebox deliver` answers 75 (try later)."""
+    transaction gets the message.  `onebox deliver` refuses it for good too
+    (77, with quota.lmtp_over_quota at its default "permanent")."""
     d = daemon_factory(users={"alice": "pw-alice", "bob": "pw-bob"})
     assert d.cli("user", "quota", "alice", "--messages", "1").returncode == 0
     c = d.lmtp()
@@ -409,7 +410,7 @@ def test_over_quota_recipient_gets_552_and_others_are_stored(daemon_factory):
     assert after["bob"][0] == 250, after
     c.quit()
     r = d.cli("deliver", "alice", input=msg("three"))
-    assert r.returncode == 75, r
+    assert r.returncode == 77 and r.stderr.startswith(b"5.2.2 "), r
     alice = d.messages("alice")
     assert len(alice) == 1 and b"Subject: one" in alice[0]
     assert len(d.messages("bob")) == 2

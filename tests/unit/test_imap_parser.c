@@ -554,6 +554,152 @@ static void test_assembler(void)
 }
 
 /* ------------------------------------------------------------------ */
+/* Literal modes: LITERAL+, LITERAL- and none (RFC 7888)                */
+/* ------------------------------------------------------------------ */
+
+/* HEAD, then N octets of FILL, then TAIL, into a new buffer (*LEN set). */
+static char *wire_lit(const char *head, size_t n, char fill, const char *tail,
+		      size_t *len)
+{
+	size_t hl = strlen(head), tl = strlen(tail);
+	char *w = malloc(hl + n + tl + 1);
+
+	if (w == NULL) {
+		*len = 0;
+		return NULL;
+	}
+	memcpy(w, head, hl);
+	memset(w + hl, fill, n);
+	memcpy(w + hl + n, tail, tl + 1);
+	*len = hl + n + tl;
+	return w;
+}
+
+/* Drive WIRE (freed here) through X; the last status. */
+static enum imap_asm_status drive_free(struct ctx *x, char *wire, size_t len)
+{
+	enum imap_asm_status st = IMAP_ASM_CLOSE;
+
+	CHECK(wire != NULL);
+	if (wire)
+		st = drive(&x->a, wire, len, &x->d);
+	free(wire);
+	return st;
+}
+
+static void test_literal_modes(void)
+{
+	struct imap_limits lim = default_limits; /* max_discard 10000,
+						   * max_command 8192,
+						   * max_append 100000 */
+	struct ctx x;
+	struct parsed p;
+	size_t wl;
+	char *w;
+
+	/* LITERAL-: an APPEND "{N+}" over 4096 is refused, but read and
+	 * thrown away up to max_append, past max_discard, so the client gets
+	 * a tagged answer instead of a BYE (RFC 7888 sections 4 and 5). */
+	lim.literal_mode = IMAP_LITERAL_MINUS;
+	ctx_init(&x, &lim);
+	w = wire_lit("a1 APPEND INBOX {20000+}\r\n", 20000, 'M', "\r\n", &wl);
+	CHECK(drive_free(&x, w, wl) == IMAP_ASM_DISCARDED);
+	CHECK_STR(x.d.events, "RD");
+	CHECK(imap_asm_error_code(&x.a) == IMAP_ASM_ERR_LITERAL_MINUS);
+	CHECK_STR(imap_asm_tag(&x.a), "a1");
+	CHECK(x.d.consumed == wl);
+	/* The stream is in step: the next command is read as one. */
+	CHECK(START(&x, "a2 NOOP\r\n", 0) == 0);
+	CHECK_STR(x.c.tag.s, "a2");
+
+	/* Up to 4096 octets "{N+}" works in APPEND too, and so does literal8
+	 * (RFC 7888 section 6). */
+	w = wire_lit("a3 APPEND INBOX {4096+}\r\n", 4096, 'M', "\r\n", &wl);
+	CHECK(w && run(&x, &p, w, wl, IMAP_PARSE_BINARY) == 0 &&
+	      p.append.message.len == 4096);
+	free(w);
+	CHECK_STR(x.d.events, "lC");
+	w = wire_lit("a4 APPEND INBOX ~{4096+}\r\n", 4096, 'M', "\r\n", &wl);
+	CHECK(w && run(&x, &p, w, wl, IMAP_PARSE_BINARY) == 0 &&
+	      p.append.literal8 && p.append.message.len == 4096);
+	free(w);
+	w = wire_lit("a5 APPEND INBOX ~{4097+}\r\n", 4097, 'M', "\r\n", &wl);
+	CHECK(drive_free(&x, w, wl) == IMAP_ASM_DISCARDED);
+	CHECK(imap_asm_error_code(&x.a) == IMAP_ASM_ERR_LITERAL_MINUS);
+
+	/* Past what APPEND could take at all: close (with a BYE). */
+	CHECK(START(&x, "a6 APPEND INBOX {100001+}\r\n", 0) == 99);
+	CHECK_STR(x.d.events, "X");
+	CHECK(imap_asm_error_code(&x.a) == IMAP_ASM_ERR_LITERAL_MINUS);
+	CHECK(imap_asm_line(&x.a, "a7 NOOP", 7) == IMAP_ASM_CLOSE);
+	ctx_free(&x);
+
+	/* A command other than APPEND: swallowed up to max_command when that
+	 * is more than max_discard, else up to max_discard. */
+	ctx_init(&x, &lim);
+	w = wire_lit("b1 LOGIN {9000+}\r\n", 9000, 'p', " x\r\n", &wl);
+	CHECK(drive_free(&x, w, wl) == IMAP_ASM_DISCARDED);
+	CHECK_STR(x.d.events, "RD");
+	CHECK(START(&x, "b2 LOGIN {10001+}\r\n", 0) == 99);
+	CHECK_STR(x.d.events, "X");
+	ctx_free(&x);
+	struct imap_limits big = lim;
+	big.max_command = 50000;
+	ctx_init(&x, &big);
+	w = wire_lit("b3 LOGIN {30000+}\r\n", 30000, 'p', " x\r\n", &wl);
+	CHECK(drive_free(&x, w, wl) == IMAP_ASM_DISCARDED);
+	CHECK(imap_asm_error_code(&x.a) == IMAP_ASM_ERR_LITERAL_MINUS);
+	ctx_free(&x);
+
+	/* Every literal of the command counts, not only the first; a refused
+	 * command's later "{N+}" is swallowed with it. */
+	ctx_init(&x, &lim);
+	w = wire_lit("c1 LOGIN {3+}\r\nbob {5000+}\r\n", 5000, 's',
+		     " {2+}\r\nxy\r\n", &wl);
+	CHECK(drive_free(&x, w, wl) == IMAP_ASM_DISCARDED);
+	CHECK_STR(x.d.events, "lRlD");
+	CHECK_STR(imap_asm_tag(&x.a), "c1");
+	/* Synchronizing literals of any size are not LITERAL-'s business. */
+	CHECK(imap_asm_line(&x.a, "c2 APPEND INBOX {50000}", 23) ==
+	      IMAP_ASM_LITERAL);
+	CHECK(imap_asm_needs_continuation(&x.a));
+	imap_asm_reset(&x.a);
+
+	/* The mode can change on a live assembler; it applies from the next
+	 * literal announced. */
+	imap_asm_set_literal_mode(&x.a, IMAP_LITERAL_PLUS);
+	w = wire_lit("d1 LOGIN {5000+}\r\n", 5000, 'p', " x\r\n", &wl);
+	CHECK(w && run(&x, &p, w, wl, 0) == 0 && p.s1.len == 5000);
+	free(w);
+	imap_asm_set_literal_mode(&x.a, IMAP_LITERAL_SYNC_ONLY);
+	CHECK(START(&x, "d2 LOGIN {1+}\r\na x\r\n", 0) == 99);
+	CHECK_STR(x.d.events, "RD");
+	CHECK(imap_asm_error_code(&x.a) == IMAP_ASM_ERR_NONSYNC);
+	ctx_free(&x);
+
+	/* Neither: every "{N+}" and "~{N+}" is refused, even "{0+}", and
+	 * swallowed up to max_discard only (no LITERAL- allowance); "{N}"
+	 * still works. */
+	lim.literal_mode = IMAP_LITERAL_SYNC_ONLY;
+	ctx_init(&x, &lim);
+	CHECK(START(&x, "e1 LOGIN {0+}\r\n x\r\n", 0) == 99);
+	CHECK_STR(x.d.events, "RD");
+	CHECK(imap_asm_error_code(&x.a) == IMAP_ASM_ERR_NONSYNC);
+	CHECK(START(&x, "e2 APPEND INBOX ~{2+}\r\nab\r\n", 0) == 99);
+	CHECK_STR(x.d.events, "RD");
+	CHECK(imap_asm_error_code(&x.a) == IMAP_ASM_ERR_NONSYNC);
+	CHECK_STR(imap_asm_error(&x.a),
+		  "non-synchronizing literals are not supported");
+	CHECK(RUN(&x, &p, "e3 LOGIN {3}\r\nbob {2}\r\npw\r\n", 0) == 0);
+	CHECK_STR(x.d.events, "LLC");
+	CHECK(streq(&p.s1, "bob") && streq(&p.s2, "pw"));
+	CHECK(START(&x, "e4 APPEND INBOX {20000+}\r\n", 0) == 99);
+	CHECK_STR(x.d.events, "X");
+	CHECK(imap_asm_error_code(&x.a) == IMAP_ASM_ERR_NONSYNC);
+	ctx_free(&x);
+}
+
+/* ------------------------------------------------------------------ */
 /* Command line and simple commands                                      */
 /* ------------------------------------------------------------------ */
 
@@ -1491,6 +1637,7 @@ int main(void)
 {
 	test_mutf7();
 	test_assembler();
+	test_literal_modes();
 	test_commands();
 	test_seqsets();
 	test_fetch();

@@ -1016,11 +1016,12 @@ static void test_map_growth(void)
 	}
 	store_close(s);
 
-	/* With a ceiling, a full map is a temporary failure and stores nothing. */
+	/* With a ceiling, a full map is a temporary failure (the kind that
+	 * says "no space") and stores nothing. */
 	struct store_options capped = { .map_size = 64 * 1024, .max_map_size = 8 * 1024 * 1024 };
 	s = open_sync(dir, &capped);
 	char *b = big_body(6 * 1024 * 1024, 99);
-	CHECK_EQ(deliver(s, "alice", NULL, b, 0), STORE_TEMPFAIL);
+	CHECK_EQ(deliver(s, "alice", NULL, b, 0), STORE_NOSPACE);
 	free(b);
 	CHECK_EQ(mbox(s, "alice", "INBOX").messages, 20);
 	store_close(s);
