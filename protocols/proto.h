@@ -96,6 +96,11 @@ const struct proto_settings *conn_settings(conn *c);
 void conn_write(conn *c, const void *p, size_t len);
 void conn_puts(conn *c, const char *s);
 void conn_printf(conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Hand what is queued to the kernel now rather than when the loop gets to
+ * this connection.  For an answer that should not wait behind work the loop
+ * is about to do in the same turn: LMTP's replies after a commit go out
+ * before the store wakes every session watching the mailbox. */
+void conn_flush(conn *c);
 /* Bytes queued and not yet taken by the kernel. */
 size_t conn_queued(const conn *c);
 /* True when the queue is over the high-water mark: stop producing and wait
@@ -154,6 +159,16 @@ int conn_starttls(conn *c);
  * compresses: close the connection).  A broken compressed stream from the
  * client closes the connection with a log line. */
 int conn_compress_start(conn *c);
+/* End compression both ways (UNAUTHENTICATE, RFC 8437 section 4.1).  Call
+ * right after writing the last compressed answer: it is deflated and our
+ * stream ended with a final block, and everything written afterwards goes
+ * out clear.  Input is still inflated until the client's stream ends (it
+ * ends it after its command line); the bytes after that end are clear
+ * input.  A client that ends its stream without this call has ended its
+ * input.  Nothing happens if compression is off or already stopping. */
+void conn_compress_stop(conn *c);
+/* True from conn_compress_start until the client's stream has ended after
+ * conn_compress_stop; a new conn_compress_start needs it false. */
 bool conn_compressed(const conn *c);
 
 /* --------------------------------------------------------------- auth */

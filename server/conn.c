@@ -14,8 +14,9 @@
  * The layers, from the socket up: TLS (tls.c), then DEFLATE compression
  * once a front-end turns it on (IMAP COMPRESS, RFC 4978), then the line
  * reader.  Input is decrypted, then inflated, into the plaintext buffer;
- * output is deflated, then encrypted, into the output queue.  Before login
- * the line reader also meters commands (limits.preauth_command_*).
+ * output is deflated, then encrypted, into the output queue.  The DEFLATE
+ * layer may also end (UNAUTHENTICATE, RFC 8437), and start again.  Before
+ * login the line reader also meters commands (limits.preauth_command_*).
  */
 #include <arpa/inet.h>
 #include <inttypes.h>
@@ -86,7 +87,11 @@ struct conn_z {
 	char *in;          /* compressed input not yet inflated; NULL when empty */
 	size_t in_off, in_len, in_cap;
 	bool def_pending;  /* deflate holds bytes not yet flushed to the wire */
-	bool inf_end;      /* the client ended its stream: nothing more counts */
+	bool inf_end;      /* the client ended its stream (inflate said so) */
+	/* conn_compress_stop ran: our stream is ended and def freed, output
+	 * is clear; input is inflated until the client's stream ends, and
+	 * what follows that end is clear input (RFC 8437 section 4.1). */
+	bool stopping;
 };
 
 struct conn {
@@ -166,11 +171,18 @@ struct conn {
 static void process_input(conn *c);
 static void flush(conn *c);
 static void deflate_run(conn *c, const void *p, size_t len, int mode);
+static void z_free(conn *c);
 static void hard_close(conn *c);
 static void update_reading(conn *c);
 static void arm_timer(conn *c);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+/* What we send goes through deflate (COMPRESS on and not stopped). */
+static bool deflating(const conn *c)
+{
+	return c->z && !c->z->stopping;
+}
 
 /* ------------------------------------------------- per-address counts */
 
@@ -400,7 +412,7 @@ static void flush(conn *c)
 	/* Under COMPRESS, what was deflated since the last flush goes out now,
 	 * so that every response reaches the client without waiting for
 	 * more (RFC 4978 section 4 leaves the flushing to us). */
-	if (c->z && c->z->def_pending && c->state == CONN_OPEN && !c->writing)
+	if (deflating(c) && c->z->def_pending && c->state == CONN_OPEN && !c->writing)
 		deflate_run(c, NULL, 0, Z_SYNC_FLUSH);
 	if (c->writing || !c->out_head || c->state >= CONN_CLOSING)
 		return;
@@ -633,20 +645,44 @@ static char *zin_room(conn *c, size_t *room)
 }
 
 /*
+ * The client's deflate stream ended after conn_compress_stop: what it sent
+ * after the stream's last byte is clear input, so it joins the plaintext
+ * (behind whatever was inflated and not yet consumed), and the layer goes.
+ * The plaintext may then exceed in_limit by at most ZIN_CAP once.  Returns
+ * false if the connection failed.
+ */
+static bool zin_handover(conn *c)
+{
+	struct conn_z *z = c->z;
+	size_t rest = zin_buffered(c);
+	if (rest > 0) {
+		if (!in_reserve(c, rest)) {
+			conn_log(c, LOGL_ERR, "out of memory for input; closing");
+			hard_close(c);
+			return false;
+		}
+		memcpy(c->in + c->in_len, z->in + z->in_off, rest);
+		c->in_len += rest;
+	}
+	conn_log(c, LOGL_DEBUG, "COMPRESS ended (%zu clear octets already read)", rest);
+	z_free(c);
+	return true;
+}
+
+/*
  * Inflate buffered compressed input into the plaintext buffer, never past
  * in_limit: a small packet that inflates to megabytes (a "deflate bomb")
  * is cut into in_limit pieces, which meet the line limit like any clear
- * input, so memory does not grow with the ratio.  Returns false if the
- * connection failed (a broken stream closes it).
+ * input, so memory does not grow with the ratio.  Inflation stops at the
+ * end of the client's stream; the bytes behind it wait in z->in, for
+ * zin_handover if we stopped compression, or for process_input to call
+ * the connection's input over.  Returns false if the connection failed (a
+ * broken stream closes it).
  */
 static bool inflate_pump(conn *c)
 {
 	struct conn_z *z = c->z;
-	while (zin_buffered(c) > 0 && in_buffered(c) < c->in_limit) {
-		if (z->inf_end) {
-			z->in_off = z->in_len; /* after the stream's end: ignored */
-			break;
-		}
+	while (!z->inf_end && zin_buffered(c) > 0 && in_buffered(c) < c->in_limit) {
 		size_t want = c->in_limit - in_buffered(c);
 		if (!in_reserve(c, want < 4096 ? want : 4096)) {
 			conn_log(c, LOGL_ERR, "out of memory for input; closing");
@@ -665,12 +701,10 @@ static bool inflate_pump(conn *c)
 		z->in_off += in0 - z->inf.avail_in;
 		c->in_len += out0 - z->inf.avail_out;
 		if (r == Z_STREAM_END) {
-			/* A final block: the client will send nothing more
-			 * we could read, so this is its end of input. */
-			conn_log(c, LOGL_DEBUG, "the client ended its compressed stream");
+			/* A final block.  zlib stops right after its last
+			 * byte, so z->in now holds what came after it. */
 			z->inf_end = true;
-			c->eof = true;
-			continue;
+			break;
 		}
 		if (r == Z_OK)
 			continue; /* progress was made: each round consumes or fills */
@@ -682,12 +716,27 @@ static bool inflate_pump(conn *c)
 		hard_close(c);
 		return false;
 	}
+	if (z->inf_end && z->stopping)
+		return zin_handover(c);
 	if (z->in && zin_buffered(c) == 0) {
 		free(z->in); /* an idle connection keeps no buffer */
 		z->in = NULL;
 		z->in_off = z->in_len = z->in_cap = 0;
 	}
 	return true;
+}
+
+/* The client ended its deflate stream without our conn_compress_stop, and
+ * every line it sent before that end has been handled: that is its end of
+ * input (nothing it sends afterwards could be read as compressed data). */
+static void zin_end_of_input(conn *c)
+{
+	struct conn_z *z = c->z;
+	conn_log(c, LOGL_DEBUG, "the client ended its compressed stream");
+	c->eof = true;
+	free(z->in);
+	z->in = NULL;
+	z->in_off = z->in_len = z->in_cap = 0;
 }
 
 /* Read the socket only when there is somewhere to put the bytes and
@@ -700,6 +749,10 @@ static void update_reading(conn *c)
 	case CONN_HANDSHAKE:
 	case CONN_OPEN:
 		want = !c->eof && !c->congested && in_buffered(c) < c->in_limit;
+		/* After the end of the client's deflate stream: read on
+		 * only once zin_handover made the rest clear input. */
+		if (want && c->z && c->z->inf_end)
+			want = false;
 		if (want && c->tls)
 			want = !tls_sess_in_full(c->tls);
 		else if (want && c->z)
@@ -782,15 +835,19 @@ static bool tls_pump(conn *c)
  */
 static bool in_pump(conn *c)
 {
-	if (!c->z)
-		return c->tls ? tls_pump(c) : true;
 	for (;;) {
+		if (!c->z)
+			return c->tls ? tls_pump(c) : true;
 		size_t before = zin_buffered(c);
 		if (c->tls && !tls_pump(c))
 			return false;
 		bool fresh = zin_buffered(c) > before;
 		if (!inflate_pump(c))
 			return false;
+		/* No layer left (conn_compress_stop's end): clear input
+		 * may wait in TLS, so go round once more. */
+		if (!c->z)
+			continue;
 		if (!c->tls || !fresh || in_buffered(c) >= c->in_limit)
 			return true;
 	}
@@ -921,6 +978,8 @@ static void process_input(conn *c)
 	if (c->state >= CONN_CLOSING)
 		return;
 	in_trim(c);
+	if (starved && c->z && c->z->inf_end && !c->z->stopping)
+		zin_end_of_input(c);
 	/* The peer sent its last byte (e.g. a pipelined QUIT, then EOF) and
 	 * everything it sent has been handled: close. */
 	if (starved && c->eof && c->state == CONN_OPEN)
@@ -1123,12 +1182,7 @@ static void finish(conn *c)
 		c->next->pprev = c->pprev;
 	release_slot(c);
 	tls_sess_free(c->tls);
-	if (c->z) {
-		deflateEnd(&c->z->def);
-		inflateEnd(&c->z->inf);
-		free(c->z->in);
-		free(c->z);
-	}
+	z_free(c);
 	free(c->tls_hold);
 	free_chunks(c->out_head);
 	free(c->in);
@@ -1197,7 +1251,7 @@ void conn_close(conn *c)
 	if (c->state >= CONN_FLUSHING)
 		return;
 	/* The last words (a BYE) must reach the client whole. */
-	if (c->state == CONN_OPEN && c->z && c->z->def_pending) {
+	if (c->state == CONN_OPEN && deflating(c) && c->z->def_pending) {
 		deflate_run(c, NULL, 0, Z_SYNC_FLUSH);
 		if (c->state >= CONN_FLUSHING)
 			return;
@@ -1383,9 +1437,10 @@ static void wire_write(conn *c, const void *p, size_t len)
 }
 
 /*
- * Deflate LEN bytes at P with MODE (Z_NO_FLUSH, or Z_SYNC_FLUSH to push
- * out everything so far on a byte boundary, RFC 1951 section 3.2.4's empty
- * stored block), handing the output to the wire as it comes.  zlib keeps
+ * Deflate LEN bytes at P with MODE (Z_NO_FLUSH; Z_SYNC_FLUSH to push out
+ * everything so far on a byte boundary, RFC 1951 section 3.2.4's empty
+ * stored block; or Z_FINISH to end the stream with a final block), handing
+ * the output to the wire as it comes.  zlib keeps
  * what it holds back in its own bounded state, so output never needs more
  * than DEFLATE_CHUNK here.
  */
@@ -1422,8 +1477,9 @@ static void deflate_run(conn *c, const void *p, size_t len, int mode)
 				return;
 			}
 			/* Room left over: the input is taken and, for a
-			 * flush, the flush is complete (zlib's contract). */
-			if (z->def.avail_out > 0)
+			 * flush, the flush is complete (zlib's contract);
+			 * Z_STREAM_END says the final block is out. */
+			if (r == Z_STREAM_END || z->def.avail_out > 0)
 				break;
 		}
 		q += take;
@@ -1431,7 +1487,7 @@ static void deflate_run(conn *c, const void *p, size_t len, int mode)
 		if (take > 0)
 			z->def_pending = true;
 	} while (len > 0);
-	if (mode == Z_SYNC_FLUSH)
+	if (mode != Z_NO_FLUSH)
 		z->def_pending = false;
 }
 
@@ -1491,7 +1547,7 @@ void conn_write(conn *c, const void *p, size_t len)
 	}
 	if (c->state != CONN_OPEN)
 		return; /* after conn_close: dropped */
-	if (!c->z) {
+	if (!deflating(c)) {
 		wire_write(c, p, len);
 		return;
 	}
@@ -1550,6 +1606,46 @@ oom:
 	return -1;
 }
 
+/*
+ * RFC 8437 section 4.1 (UNAUTHENTICATE): "the server terminates its
+ * outgoing compression layer after it sends the CRLF following the OK
+ * response.  The client terminates its outgoing compression layer after the
+ * CRLF following the UNAUTHENTICATE command."  Terminating a DEFLATE
+ * stream means a final block (RFC 1951 section 3.2.3, BFINAL), which is
+ * what Z_FINISH writes.  Our side ends here; the client's ends when
+ * inflate reaches its final block, which may already be buffered or may
+ * come later (inflate_pump), and only then does the layer go.
+ */
+void conn_compress_stop(conn *c)
+{
+	struct conn_z *z = c->z;
+	if (!z || z->stopping)
+		return;
+	if (c->state == CONN_OPEN)
+		deflate_run(c, NULL, 0, Z_FINISH);
+	if (c->state >= CONN_CLOSING || c->z != z)
+		return;
+	deflateEnd(&z->def);
+	z->stopping = true;
+	z->def_pending = false;
+	conn_log(c, LOGL_DEBUG, "COMPRESS ending: our stream is ended; waiting for the end of the client's");
+	/* Inflate on (or hand over what is buffered) before the next line. */
+	schedule(c, true);
+}
+
+static void z_free(conn *c)
+{
+	struct conn_z *z = c->z;
+	if (!z)
+		return;
+	if (!z->stopping)
+		deflateEnd(&z->def);
+	inflateEnd(&z->inf);
+	free(z->in);
+	free(z);
+	c->z = NULL;
+}
+
 bool conn_compressed(const conn *c)
 {
 	return c->z != NULL;
@@ -1584,6 +1680,12 @@ void conn_printf(conn *c, const char *fmt, ...)
 	va_end(ap);
 	conn_write(c, big, (size_t)n);
 	free(big);
+}
+
+void conn_flush(conn *c)
+{
+	if (c->state == CONN_OPEN)
+		flush(c);
 }
 
 size_t conn_queued(const conn *c)

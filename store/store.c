@@ -57,10 +57,12 @@ struct store {
 	MDB_env *env;
 	MDB_dbi db_meta, db_users, db_user_ids, db_names, db_mailboxes,
 	        db_messages, db_changes, db_bodies, db_body_info, db_expunged,
-	        db_keywords, db_body_mime;
-	/* keywords and body_mime came after format 1's first release: a
-	 * read-only open of a store older than them runs without them. */
+	        db_keywords, db_body_mime, db_subs;
+	/* keywords, body_mime and subscriptions came after format 1's first
+	 * release: a read-only open of a store older than them runs without
+	 * them (subscriptions are then read from the old per-mailbox bit). */
 	bool have_late_dbs;
+	bool have_subs;
 	struct store_options opt;
 	/* Read txns (and the writer's txn) hold this shared; a map resize holds
 	 * it exclusive, because mdb_env_set_mapsize needs no live txn. */
@@ -101,7 +103,7 @@ struct store_txn {
 enum op_kind {
 	OP_USER_ADD, OP_USER_DEL, OP_USER_PASSWD, OP_USER_QUOTA, OP_DELIVER,
 	OP_FLAGS, OP_EXPUNGE, OP_MOVE, OP_COPY, OP_MBOX_CREATE, OP_MBOX_DELETE,
-	OP_MBOX_RENAME, OP_MBOX_SUBSCRIBE, OP_APPEND, OP_SET_FLAGS,
+	OP_MBOX_RENAME, OP_SUBSCRIBE, OP_APPEND, OP_SET_FLAGS,
 };
 
 struct store_op {
@@ -360,7 +362,11 @@ struct mrec {
 	char name[NAME_MAX_LEN + 1];
 };
 
-static int mailbox_decode(uint32_t id, const MDB_val *v, struct store_mailbox *m)
+/* OLD_SUB (if set) gets the record's subscribed byte: the subscription
+ * flag of stores made before the `subscriptions` database, read only to
+ * migrate it (and by read-only opens of such a store). */
+static int mailbox_decode(uint32_t id, const MDB_val *v, struct store_mailbox *m,
+                          bool *old_sub)
 {
 	struct dec d = dec_of(v);
 	if (dec_u8(&d) != REC_VERSION)
@@ -375,14 +381,16 @@ static int mailbox_decode(uint32_t id, const MDB_val *v, struct store_mailbox *m
 	m->deleted = dec_u32(&d);
 	m->bytes = dec_u64(&d);
 	m->special_use = dec_u32(&d);
-	m->subscribed = dec_u8(&d) != 0;
+	uint8_t sub = dec_u8(&d);
+	if (old_sub)
+		*old_sub = sub != 0;
 	m->name = dec_str(&d, NULL);
 	return d.bad ? STORE_CORRUPT : STORE_OK;
 }
 
 static int mrec_decode(uint32_t id, const MDB_val *v, struct mrec *r)
 {
-	int st = mailbox_decode(id, v, &r->m);
+	int st = mailbox_decode(id, v, &r->m, NULL);
 	if (st)
 		return st;
 	size_t nl = strlen(r->m.name);
@@ -406,7 +414,7 @@ static size_t mrec_encode(const struct mrec *r, uint8_t *buf, size_t cap)
 	enc_u32(&e, r->m.deleted);
 	enc_u64(&e, r->m.bytes);
 	enc_u32(&e, r->m.special_use);
-	enc_u8(&e, r->m.subscribed ? 1 : 0);
+	enc_u8(&e, 0);  /* was the subscribed flag: see mailbox_decode */
 	enc_str(&e, r->name, strlen(r->name));
 	return e.over ? 0 : e.len;
 }
@@ -680,7 +688,7 @@ static int mailbox_get_id_tx(MDB_txn *txn, store *s, uint32_t id, struct store_m
 	int st = tx_get(txn, s->db_mailboxes, k, 4, &v);
 	if (st)
 		return st;
-	return mailbox_decode(id, &v, out);
+	return mailbox_decode(id, &v, out, NULL);
 }
 
 /* The mailbox id of (USER_ID, NAME), NAME already canonical. */
@@ -800,6 +808,108 @@ int store_mailbox_by_use(store_txn *t, uint32_t user_id, uint32_t use,
 	if (st == WALK_STOP)
 		return STORE_OK;
 	return st ? st : STORE_NOTFOUND;
+}
+
+/* ------------------------------------------------------ subscriptions */
+
+/*
+ * subscriptions: (u32 user id, mailbox name) -> u8 version.  The key is a
+ * name, not a mailbox: it outlives DELETE and RENAME leaves it where it is
+ * (RFC 3501 §6.3.6 MUST NOT remove it, RFC 9051 §6.3.6 and §6.3.7).  A
+ * read-only open of a store older than the database reads the subscribed
+ * byte of the mailbox records instead, as that store's writers did.
+ */
+struct sub_walk {
+	store_txn *t;
+	int (*fn)(const char *name, void *arg);
+	void *arg;
+	int err;
+};
+
+static int sub_old_each(uint32_t id, void *arg)
+{
+	struct sub_walk *w = arg;
+	uint8_t k[4];
+	be32_put(k, id);
+	MDB_val v;
+	struct store_mailbox m;
+	bool sub = false;
+	int st = tx_get(w->t->txn, w->t->s->db_mailboxes, k, 4, &v);
+	if (st == STORE_OK)
+		st = mailbox_decode(id, &v, &m, &sub);
+	if (st) {
+		w->err = st;
+		return WALK_STOP;
+	}
+	if (!sub)
+		return 0;
+	return w->fn(m.name, w->arg) ? WALK_STOP : 0;
+}
+
+int store_subscription_foreach(store_txn *t, uint32_t user_id,
+                               int (*fn)(const char *name, void *arg), void *arg)
+{
+	if (!t->s->have_subs) {
+		struct sub_walk w = { t, fn, arg, STORE_OK };
+		int st = mailbox_ids_foreach(t->txn, t->s, user_id, sub_old_each, &w);
+		if (w.err)
+			return w.err;
+		return st == WALK_STOP ? STORE_OK : st;
+	}
+	MDB_cursor *c;
+	int rc = mdb_cursor_open(t->txn, t->s->db_subs, &c);
+	if (rc)
+		return status_of(rc);
+	uint8_t pk[4];
+	be32_put(pk, user_id);
+	MDB_val k = val_of(pk, 4), v;
+	int st = STORE_OK;
+	char name[NAME_MAX_LEN + 1];
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		if (k.mv_size < 4 || memcmp(k.mv_data, pk, 4) != 0)
+			break;
+		size_t n = k.mv_size - 4;
+		if (n == 0 || n > NAME_MAX_LEN) {
+			st = STORE_CORRUPT;
+			break;
+		}
+		memcpy(name, (const uint8_t *)k.mv_data + 4, n);
+		name[n] = '\0';
+		if (fn(name, arg))
+			break;
+	}
+	mdb_cursor_close(c);
+	if (st)
+		return st;
+	return rc == 0 || rc == MDB_NOTFOUND ? STORE_OK : status_of(rc);
+}
+
+int store_subscribed(store_txn *t, uint32_t user_id, const char *name)
+{
+	if (!t || !name)
+		return STORE_NOTFOUND;
+	name = mbox_canon(name);
+	if (!name_ok(name))
+		return STORE_NOTFOUND;
+	MDB_val v;
+	if (!t->s->have_subs) {
+		uint32_t id;
+		struct store_mailbox m;
+		bool sub = false;
+		uint8_t k[4];
+		int st = mailbox_lookup_tx(t->txn, t->s, user_id, name, &id);
+		if (st)
+			return st;
+		be32_put(k, id);
+		if ((st = tx_get(t->txn, t->s->db_mailboxes, k, 4, &v)) != 0 ||
+		    (st = mailbox_decode(id, &v, &m, &sub)) != 0)
+			return st == STORE_NOTFOUND ? STORE_CORRUPT : st;
+		return sub ? STORE_OK : STORE_NOTFOUND;
+	}
+	uint8_t k[4 + NAME_MAX_LEN];
+	size_t kl = key_mb_name(k, user_id, name);
+	return tx_get(t->txn, t->s->db_subs, k, kl, &v);
 }
 
 static int message_get_tx(MDB_txn *txn, store *s, uint32_t mailbox_id, uint32_t uid,
@@ -1421,6 +1531,18 @@ static int msg_remove(struct wtx *w, struct mrec *mb, const struct store_message
 	return w_mbox_put(w, mb);
 }
 
+/* Add NAME (canonical) to, or with ON false remove it from, USER_ID's
+ * subscriptions; either is idempotent. */
+static int sub_set(struct wtx *w, uint32_t user_id, const char *name, bool on)
+{
+	static const uint8_t rec[1] = { REC_VERSION };
+	uint8_t k[4 + NAME_MAX_LEN];
+	size_t kl = key_mb_name(k, user_id, name);
+	if (on)
+		return w_put(w, w->s->db_subs, k, kl, rec, sizeof rec);
+	return w_del(w, w->s->db_subs, k, kl);
+}
+
 /* Create mailbox NAME for USER_ID.  UIDVALIDITY = max(now, last issued + 1)
  * so a deleted and recreated mailbox never reuses one (RFC 3501 2.3.1.1). */
 static int mbox_create(struct wtx *w, uint32_t user_id, const char *name, uint32_t use,
@@ -1454,7 +1576,6 @@ static int mbox_create(struct wtx *w, uint32_t user_id, const char *name, uint32
 	r.m.uidnext = 1;
 	r.m.highestmodseq = 1;  /* messages get modseqs > 1: never 0 (RFC 7162) */
 	r.m.special_use = use;
-	r.m.subscribed = true;
 	memcpy(r.name, name, strlen(name) + 1);
 	r.m.name = r.name;
 	uint8_t idb[4];
@@ -1580,6 +1701,8 @@ static int op_user_add(struct wtx *w, const struct store_op *op)
 	for (size_t i = 0; i < sizeof default_mailboxes / sizeof default_mailboxes[0]; i++) {
 		st = mbox_create(w, r.u.id, default_mailboxes[i].name,
 		                 default_mailboxes[i].use, NULL);
+		if (!st)
+			st = sub_set(w, r.u.id, default_mailboxes[i].name, true);
 		if (st)
 			return st;
 	}
@@ -1628,6 +1751,8 @@ static int op_user_del(struct wtx *w, const struct store_op *op)
 			st = mbox_destroy(w, &mb);
 	}
 	free(l.ids);
+	if (!st)
+		st = del_prefix(w, w->s->db_subs, r.u.id, NULL);
 	if (st)
 		return st;
 	uint8_t k[4];
@@ -2021,14 +2146,18 @@ static int op_mbox_rename(struct wtx *w, const struct store_op *op)
 	return w_mbox_put(w, &mb);
 }
 
-static int op_mbox_subscribe(struct wtx *w, const struct store_op *op)
+/* SUBSCRIBE and UNSUBSCRIBE: a name, whether or not a mailbox has it. */
+static int op_subscribe(struct wtx *w, const struct store_op *op)
 {
-	struct mrec mb;
-	int st = w_mbox_get(w, op->mailbox_id, &mb);
+	if (!name_ok(op->str))
+		return STORE_INVALID;
+	struct urec u;
+	if (!name_ok(op->user))
+		return STORE_NOTFOUND;
+	int st = w_user_get(w, op->user, &u);
 	if (st)
 		return st;
-	mb.m.subscribed = op->add != 0;
-	return w_mbox_put(w, &mb);
+	return sub_set(w, u.u.id, mbox_canon(op->str), op->add != 0);
 }
 
 static int op_apply(struct wtx *w, const struct store_op *op, struct store_result *res)
@@ -2045,7 +2174,7 @@ static int op_apply(struct wtx *w, const struct store_op *op, struct store_resul
 	case OP_MBOX_CREATE: return op_mbox_create(w, op, res);
 	case OP_MBOX_DELETE: return op_mbox_delete(w, op);
 	case OP_MBOX_RENAME: return op_mbox_rename(w, op);
-	case OP_MBOX_SUBSCRIBE: return op_mbox_subscribe(w, op);
+	case OP_SUBSCRIBE: return op_subscribe(w, op);
 	case OP_APPEND: return op_append(w, op, res);
 	case OP_SET_FLAGS: return op_set_flags(w, op, res);
 	}
@@ -2394,12 +2523,13 @@ void store_req_mailbox_rename(store_req *r, uint32_t mailbox_id, const char *new
 	op->str = req_strdup(r, new_name);
 }
 
-void store_req_mailbox_subscribe(store_req *r, uint32_t mailbox_id, bool subscribed)
+void store_req_subscribe(store_req *r, const char *user, const char *name, bool subscribed)
 {
-	struct store_op *op = req_add(r, OP_MBOX_SUBSCRIBE);
+	struct store_op *op = req_add(r, OP_SUBSCRIBE);
 	if (!op)
 		return;
-	op->mailbox_id = mailbox_id;
+	op->user = req_strdup(r, user);
+	op->str = req_strdup(r, name);
 	op->add = subscribed ? 1 : 0;
 }
 
@@ -2945,11 +3075,48 @@ static int init_meta(store *s, MDB_txn *txn)
 	return 0;
 }
 
+#define SUBS_DB "subscriptions"
+
+/*
+ * A store made before `subscriptions` kept a subscribed byte in each
+ * mailbox record.  Copy every set byte into the new database, in the txn
+ * that creates it: the database's existence is the mark that this was
+ * done, so it happens once, whole or not at all, whichever process opens
+ * the store for writing first.  A record that does not decode is left to
+ * the reads that will report it.  Returns an LMDB code.
+ */
+static int subs_migrate(store *s, MDB_txn *txn)
+{
+	MDB_cursor *c;
+	int rc = mdb_cursor_open(txn, s->db_mailboxes, &c);
+	if (rc)
+		return rc;
+	MDB_val k, v;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		struct store_mailbox m;
+		bool sub = false;
+		if (k.mv_size != 4 || mailbox_decode(be32_get(k.mv_data), &v, &m, &sub) != 0 ||
+		    !sub || !name_ok(m.name))
+			continue;
+		uint8_t key[4 + NAME_MAX_LEN];
+		static const uint8_t rec[1] = { REC_VERSION };
+		MDB_val sk = val_of(key, key_mb_name(key, m.user_id, m.name));
+		MDB_val sv = val_of(rec, sizeof rec);
+		if ((rc = mdb_put(txn, s->db_subs, &sk, &sv, 0)) != 0)
+			break;
+	}
+	mdb_cursor_close(c);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 /*
  * Create databases DBS in one write txn, and with INIT also the meta record
  * of a new store; the map grows if even that does not fit.  Used for a new
  * store and to add the databases an older store lacks (keywords,
- * body_mime): additive, so the format string stays the same.
+ * body_mime, subscriptions): additive, so the format string stays the
+ * same.  Whether `subscriptions` is new is asked inside the write txn, so
+ * two processes opening an old store at once migrate it only once.
  */
 static int create_dbs(store *s, const struct db_name *dbs, size_t n, bool init,
                       const char *path, char *err, size_t errlen)
@@ -2957,12 +3124,22 @@ static int create_dbs(store *s, const struct db_name *dbs, size_t n, bool init,
 	int rc;
 	for (;;) {
 		MDB_txn *txn;
+		bool migrate = false;
 		if ((rc = txn_begin(s, 0, &txn)) != 0)
 			break;
+		if (!init) {
+			MDB_dbi d;
+			rc = mdb_dbi_open(txn, SUBS_DB, 0, &d);
+			migrate = rc == MDB_NOTFOUND;
+			if (migrate)
+				rc = 0;
+		}
 		for (size_t i = 0; rc == 0 && i < n; i++)
 			rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
 		if (rc == 0 && init)
 			rc = init_meta(s, txn);
+		if (rc == 0 && migrate)
+			rc = subs_migrate(s, txn);
 		if (rc)
 			mdb_txn_abort(txn);
 		else
@@ -2978,6 +3155,7 @@ static int create_dbs(store *s, const struct db_name *dbs, size_t n, bool init,
 		return status_of(rc) ? status_of(rc) : STORE_TEMPFAIL;
 	}
 	s->have_late_dbs = true;
+	s->have_subs = true;
 	return STORE_OK;
 }
 
@@ -2993,10 +3171,11 @@ static int open_dbs(store *s, const char *path, char *err, size_t errlen)
 		{ "body_info", &s->db_body_info }, { "expunged", &s->db_expunged },
 		/* Added later in format 1: created when missing (see below). */
 		{ "keywords", &s->db_keywords }, { "body_mime", &s->db_body_mime },
+		{ SUBS_DB, &s->db_subs },
 	};
 	size_t ndbs = sizeof dbs / sizeof dbs[0];
-	size_t nrequired = ndbs - 2;
-	bool late_missing = false;
+	size_t nrequired = ndbs - 3;
+	bool late_missing = false, subs_missing = false;
 	MDB_txn *txn;
 	int rc = txn_begin(s, MDB_RDONLY, &txn);
 	if (rc) {
@@ -3030,7 +3209,9 @@ static int open_dbs(store *s, const char *path, char *err, size_t errlen)
 			rc = mdb_dbi_open(txn, dbs[i].name, 0, dbs[i].dbi);
 		for (size_t i = nrequired; rc == 0 && st == STORE_OK && i < ndbs; i++) {
 			int lrc = mdb_dbi_open(txn, dbs[i].name, 0, dbs[i].dbi);
-			if (lrc == MDB_NOTFOUND)
+			if (lrc == MDB_NOTFOUND && dbs[i].dbi == &s->db_subs)
+				subs_missing = true;
+			else if (lrc == MDB_NOTFOUND)
 				late_missing = true;
 			else
 				rc = lrc;
@@ -3051,12 +3232,17 @@ static int open_dbs(store *s, const char *path, char *err, size_t errlen)
 		set_err(err, errlen, "%s: %s", path, mdb_strerror(rc));
 		return status_of(rc);
 	}
-	if (!empty && !late_missing) {
+	if (!empty && !late_missing && !subs_missing) {
 		s->have_late_dbs = true;
+		s->have_subs = true;
 		return STORE_OK;
 	}
-	if (!empty && s->opt.readonly)
-		return STORE_OK;        /* an older store, read as it is */
+	if (!empty && s->opt.readonly) {
+		/* An older store, read as it is. */
+		s->have_late_dbs = !late_missing;
+		s->have_subs = !subs_missing;
+		return STORE_OK;
+	}
 	if (!empty)
 		return create_dbs(s, dbs + nrequired, ndbs - nrequired, false, path, err, errlen);
 	if (s->opt.readonly) {

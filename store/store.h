@@ -153,7 +153,8 @@ struct store_mailbox {
 	uint32_t deleted;       /* messages with \Deleted */
 	uint64_t bytes;         /* sum of the messages' sizes */
 	uint32_t special_use;   /* STORE_USE_* */
-	bool subscribed;
+	/* Whether the name is subscribed is not a property of the mailbox:
+	 * see store_subscribed(). */
 };
 
 /* Look up mailbox NAME of user USER_ID ("INBOX" is case-insensitive). */
@@ -167,6 +168,22 @@ int store_mailbox_foreach(store_txn *t, uint32_t user_id,
 /* Find the user's mailbox with special-use bit USE (e.g. STORE_USE_TRASH). */
 int store_mailbox_by_use(store_txn *t, uint32_t user_id, uint32_t use,
                          struct store_mailbox *out);
+
+/*
+ * Subscriptions (IMAP SUBSCRIBE, LSUB, LIST (SUBSCRIBED)) are a per-user
+ * set of mailbox names, kept apart from the mailboxes: a name stays
+ * subscribed when its mailbox is deleted or renamed, and is subscribed
+ * again when a mailbox of that name comes back (RFC 3501 §6.3.6, RFC 9051
+ * §6.3.6 and §6.3.7).  "INBOX" is matched case-insensitively.
+ */
+
+/* Call FN for each name USER_ID subscribes to, in bytewise name order,
+ * whether or not a mailbox has it; FN returns non-zero to stop.  NAME is
+ * NUL-terminated and valid only during the call. */
+int store_subscription_foreach(store_txn *t, uint32_t user_id,
+                               int (*fn)(const char *name, void *arg), void *arg);
+/* STORE_OK if USER_ID subscribes to NAME, else STORE_NOTFOUND. */
+int store_subscribed(store_txn *t, uint32_t user_id, const char *name);
 
 struct store_message {
 	uint32_t uid;
@@ -248,9 +265,11 @@ void store_msg_unref(store_msg *m);
 store_req *store_req_new(void);
 
 /* Add user NAME with password hash HASH (crypt(3) string) and its INBOX and
- * the default special-use mailboxes (Drafts, Sent, Trash, Junk, Archive). */
+ * the default special-use mailboxes (Drafts, Sent, Trash, Junk, Archive),
+ * all subscribed. */
 void store_req_user_add(store_req *r, const char *name, const char *hash);
-/* Delete user NAME, its mailboxes and messages (bodies lose a reference). */
+/* Delete user NAME, its mailboxes, messages and subscriptions (bodies lose
+ * a reference). */
 void store_req_user_del(store_req *r, const char *name);
 /* Replace user NAME's password hash (and drop its SCRAM secret). */
 void store_req_user_passwd(store_req *r, const char *name, const char *hash);
@@ -298,20 +317,29 @@ void store_req_move(store_req *r, uint32_t mailbox_id, uint32_t uid,
  * against the quota (STORE_OVERQUOTA).  A UID that is gone is skipped.
  * The result carries the new UID and the destination's UIDVALIDITY. */
 void store_req_copy(store_req *r, uint32_t mailbox_id, uint32_t uid, uint32_t dest_id);
-/* Create mailbox NAME of USER with SPECIAL_USE (STORE_USE_*, usually 0),
- * subscribed.  STORE_EXISTS if it exists, STORE_INVALID for a bad name.
- * The result carries the new mailbox id and its UIDVALIDITY. */
+/* Create mailbox NAME of USER with SPECIAL_USE (STORE_USE_*, usually 0).
+ * Subscriptions are not touched (a caller that wants the new name
+ * subscribed adds store_req_subscribe).  STORE_EXISTS if it exists,
+ * STORE_INVALID for a bad name.  The result carries the new mailbox id and
+ * its UIDVALIDITY. */
 void store_req_mailbox_create(store_req *r, const char *user, const char *name,
                               uint32_t special_use);
 /* Delete a mailbox and its messages (their bodies lose a reference).
  * INBOX cannot be deleted (STORE_INVALID).  Child mailboxes are separate
- * mailboxes: the caller deletes or keeps them. */
+ * mailboxes: the caller deletes or keeps them.  A subscription to the
+ * name stays. */
 void store_req_mailbox_delete(store_req *r, uint32_t mailbox_id);
 /* Rename a mailbox, keeping its id, UIDs and UIDVALIDITY.  Only that one
  * mailbox: the caller renames children with further operations.  INBOX
- * cannot be renamed here (STORE_INVALID); STORE_EXISTS if NEW_NAME is taken. */
+ * cannot be renamed here (STORE_INVALID); STORE_EXISTS if NEW_NAME is taken.
+ * Subscriptions stay with the names: the old name stays subscribed if it
+ * was, the new one is subscribed only if it already was. */
 void store_req_mailbox_rename(store_req *r, uint32_t mailbox_id, const char *new_name);
-void store_req_mailbox_subscribe(store_req *r, uint32_t mailbox_id, bool subscribed);
+/* Add mailbox name NAME to user USER's subscriptions, or remove it (with
+ * SUBSCRIBED false); either is idempotent and neither needs a mailbox of
+ * that name (the caller decides whether one must exist).  STORE_NOTFOUND
+ * for no such user, STORE_INVALID for a name a mailbox could not have. */
+void store_req_subscribe(store_req *r, const char *user, const char *name, bool subscribed);
 
 /*
  * IMAP additions.  Keywords are names (RFC 3501 flag-keyword atoms); each

@@ -72,7 +72,10 @@ void imap_flush(struct imap_session *s)
 	imap_wbuf_reset(&s->out);
 }
 
-/* Append FMT to W; bounded by the buffer's growth, never by a fixed size. */
+/* Append FMT to W; bounded by the buffer's growth, never by a fixed size.
+ * The attribute lets the compiler check FMT in the callers, which pass
+ * their own (checked) format on. */
+__attribute__((format(printf, 2, 0)))
 static void wbuf_vprintf(struct imap_wbuf *w, const char *fmt, va_list ap)
 {
 	char small[256];
@@ -110,6 +113,7 @@ void imap_untagged(struct imap_session *s, const char *fmt, ...)
 }
 
 /* The end of every command: sync, the tagged line, flush, clean up. */
+__attribute__((format(printf, 4, 0)))
 static void imap_answer(struct imap_session *s, const char *word, const char *code,
                         const char *fmt, va_list ap)
 {
@@ -634,20 +638,16 @@ static void imap_cmd_unauthenticate(struct imap_session *s, struct imap_cmd *cmd
 {
 	if (!imap_no_args(s, cmd))
 		return;
-	if (conn_compressed(s->c)) {
-		/* RFC 8437 §4.1: DEFLATE (RFC 4978) must end right after our OK
-		 * and after the client's command line, but the connection
-		 * cannot stop it once started.  §3 forbids NO and lets the
-		 * server close with BYE when it cannot reset the state. */
-		conn_log(s->c, LOGL_INFO, "imap unauthenticate under COMPRESS: closing");
-		imap_untagged(s, "BYE Cannot end compression; reconnect to log in again");
-		imap_flush(s);
-		conn_close(s->c);
-		return;
-	}
-	conn_log(s->c, LOGL_INFO, "imap unauthenticate");
+	bool compressed = conn_compressed(s->c);
+	conn_log(s->c, LOGL_INFO, "imap unauthenticate%s", compressed ? " (ending COMPRESS)" : "");
 	imap_forget_user(s);
 	imap_ok(s, NULL, "UNAUTHENTICATE completed; not authenticated");
+	/* RFC 8437 §4.1: DEFLATE (RFC 4978) ends right after the CRLF of
+	 * that OK (imap_ok has handed it to the connection), and the client
+	 * ends its own after the CRLF of this command; the connection takes
+	 * what follows that end in clear. */
+	if (compressed && !conn_closed(s->c))
+		conn_compress_stop(s->c);
 }
 
 static void imap_cmd_enable(struct imap_session *s, struct imap_cmd *cmd)

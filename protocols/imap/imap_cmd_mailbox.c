@@ -234,7 +234,8 @@ static void mbox_create_done(struct imap_session *s, store_req *r)
 }
 
 /* Add to R the creation of every missing ancestor of NAME ("a" and "a/b"
- * for "a/b/c"), as RFC 3501 §6.3.3 suggests. */
+ * for "a/b/c"), as RFC 3501 §6.3.3 suggests.  Each is subscribed, as a
+ * mailbox CREATE makes is (the policy this server has always had). */
 static int mbox_create_parents(struct imap_session *s, store_req *r, const char *name)
 {
 	store_txn *t = store_read_begin(conn_store(s->c));
@@ -250,9 +251,10 @@ static int mbox_create_parents(struct imap_session *s, store_req *r, const char 
 			break;
 		}
 		int g = store_mailbox_get(t, s->user_id, parent, &mb);
-		if (g == STORE_NOTFOUND)
+		if (g == STORE_NOTFOUND) {
 			store_req_mailbox_create(r, s->user, parent, 0);
-		else if (g != STORE_OK)
+			store_req_subscribe(r, s->user, parent, true);
+		} else if (g != STORE_OK)
 			rc = g;
 		free(parent);
 	}
@@ -413,6 +415,8 @@ void imap_cmd_create(struct imap_session *s, struct imap_cmd *cmd)
 		store_req_free(r);
 		return;
 	}
+	/* Subscribed; before the create, whose result must come last. */
+	store_req_subscribe(r, s->user, name, true);
 	store_req_mailbox_create(r, s->user, name, use);
 	imap_submit(s, r, mbox_create_done);
 }
@@ -421,11 +425,12 @@ void imap_cmd_create(struct imap_session *s, struct imap_cmd *cmd)
 
 struct mbox_entry {
 	char *name;
-	uint32_t id;
+	uint32_t id;       /* 0 when not a mailbox */
 	uint32_t special_use;
 	bool subscribed;
-	bool exists;       /* a mailbox, not only a subscribed name: always,
-	                    * since subscriptions live on the mailbox record */
+	bool exists;       /* a mailbox; else (LIST and LSUB only) a subscribed
+	                    * name whose mailbox is gone, or a missing ancestor
+	                    * of a listed name */
 	/* Worked out by LIST (list_evaluate): */
 	bool meets;        /* meets the selection criteria */
 	bool matched;      /* matches one of the patterns */
@@ -436,34 +441,100 @@ struct mbox_entry {
 struct mbox_list {
 	struct mbox_entry *v;
 	size_t n, cap;
+	size_t nsorted;    /* v[0..nsorted) is sorted by name: lookups look there */
 	bool nomem;
 };
 
-static int mbox_list_one(const struct store_mailbox *mb, void *arg)
+/* Append an entry for the LEN octets of NAME; NULL when out of memory. */
+static struct mbox_entry *mbox_list_push(struct mbox_list *l, const char *name, size_t len)
 {
-	struct mbox_list *l = arg;
-
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? l->cap * 2 : 32;
 		struct mbox_entry *n = realloc(l->v, cap * sizeof *n);
 		if (!n) {
 			l->nomem = true;
-			return 1;
+			return NULL;
 		}
 		l->v = n;
 		l->cap = cap;
 	}
-	l->v[l->n] = (struct mbox_entry){ .name = strdup(mb->name) };
+	l->v[l->n] = (struct mbox_entry){ .name = strndup(name, len) };
 	if (!l->v[l->n].name) {
 		l->nomem = true;
-		return 1;
+		return NULL;
 	}
-	l->v[l->n].id = mb->id;
-	l->v[l->n].special_use = mb->special_use;
-	l->v[l->n].subscribed = mb->subscribed;
-	l->v[l->n].exists = true;
-	l->n++;
+	return &l->v[l->n++];
+}
+
+static int mbox_list_one(const struct store_mailbox *mb, void *arg)
+{
+	struct mbox_entry *e = mbox_list_push(arg, mb->name, strlen(mb->name));
+
+	if (!e)
+		return 1;
+	e->id = mb->id;
+	e->special_use = mb->special_use;
+	e->exists = true;
 	return 0;
+}
+
+/* Entry of L named by the LEN octets of NAME, among the sorted ones; or
+ * NULL. */
+static struct mbox_entry *mbox_find(const struct mbox_list *l, const char *name, size_t len)
+{
+	size_t lo = 0, hi = l->nsorted;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const char *e = l->v[mid].name;
+		int c = strncmp(e, name, len);
+		if (c == 0 && e[len] == '\0')
+			return &l->v[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid; /* c > 0, or E extends NAME and so sorts after it */
+	}
+	return NULL;
+}
+
+/* A subscribed name: mark its mailbox, or add it as a name without one. */
+static int mbox_list_sub(const char *name, void *arg)
+{
+	struct mbox_list *l = arg;
+	size_t len = strlen(name);
+	struct mbox_entry *e = mbox_find(l, name, len);
+
+	if (!e)
+		e = mbox_list_push(l, name, len);
+	if (!e)
+		return 1;
+	e->subscribed = true;
+	return 0;
+}
+
+/*
+ * Give every missing ancestor of a name in L (sorted) an entry of its own,
+ * neither a mailbox nor subscribed, so that LSUB can list it \Noselect
+ * (RFC 3501 §6.3.9) and RECURSIVEMATCH with CHILDINFO (RFC 5258 §3.5).
+ * Such ancestors come from subscriptions whose mailbox is gone.  An
+ * ancestor wanted by several names is added once for each: the caller
+ * sorts and drops the repeats.  Bounded by the delimiters in the names.
+ */
+static void mbox_list_ancestors(struct mbox_list *l)
+{
+	size_t n = l->n;
+
+	for (size_t i = 0; i < n && !l->nomem; i++) {
+		const char *name = l->v[i].name;  /* its own allocation: stays put */
+		for (const char *p = strchr(name, DELIM); p; p = strchr(p + 1, DELIM)) {
+			size_t len = (size_t)(p - name);
+			if (len == 0 || mbox_find(l, name, len))
+				continue;
+			if (!mbox_list_push(l, name, len))
+				return;
+		}
+	}
 }
 
 static void mbox_list_free(struct mbox_list *l)
@@ -479,8 +550,20 @@ static int cmp_entry(const void *a, const void *b)
 	return strcmp(((const struct mbox_entry *)a)->name, ((const struct mbox_entry *)b)->name);
 }
 
-/* Every mailbox of the user, sorted by name (bytewise). */
-static int mbox_list_load(struct imap_session *s, struct mbox_list *l)
+static void mbox_list_sort(struct mbox_list *l)
+{
+	if (l->n > 1)
+		qsort(l->v, l->n, sizeof *l->v, cmp_entry);
+	l->nsorted = l->n;
+}
+
+/*
+ * Every mailbox of the user, sorted by name (bytewise).  With SUBS, also
+ * the subscriptions: the mailboxes' flags, each subscribed name that is
+ * not a mailbox (RFC 3501 §6.3.6: it stays subscribed after a DELETE or
+ * RENAME) and the missing ancestors of those names.
+ */
+static int mbox_list_load(struct imap_session *s, struct mbox_list *l, bool subs)
 {
 	store_txn *t = store_read_begin(conn_store(s->c));
 	int rc;
@@ -489,20 +572,38 @@ static int mbox_list_load(struct imap_session *s, struct mbox_list *l)
 	if (!t)
 		return STORE_TEMPFAIL;
 	rc = store_mailbox_foreach(t, s->user_id, mbox_list_one, l);
+	if (rc == STORE_OK && !l->nomem) {
+		mbox_list_sort(l);
+		if (subs)
+			rc = store_subscription_foreach(t, s->user_id, mbox_list_sub, l);
+	}
 	store_read_end(t);
+	if (rc == STORE_OK && subs && !l->nomem) {
+		mbox_list_sort(l);
+		mbox_list_ancestors(l);
+		mbox_list_sort(l);
+		/* Drop repeated ancestors; only those can be repeated. */
+		size_t j = 0;
+		for (size_t i = 0; i < l->n; i++) {
+			if (j > 0 && strcmp(l->v[j - 1].name, l->v[i].name) == 0)
+				free(l->v[i].name);
+			else
+				l->v[j++] = l->v[i];
+		}
+		l->n = l->nsorted = j;
+	}
 	if (rc == STORE_OK && l->nomem)
 		rc = STORE_TEMPFAIL;
 	if (rc != STORE_OK) {
 		mbox_list_free(l);
 		return rc;
 	}
-	if (l->n > 1)
-		qsort(l->v, l->n, sizeof *l->v, cmp_entry);
 	return STORE_OK;
 }
 
-/* True if some mailbox of L is below NAME in the hierarchy.  Children of
- * "a" sort among names starting "a/", contiguous in bytewise order. */
+/* True if some mailbox of L is below NAME in the hierarchy (RFC 3348: a
+ * subscribed name whose mailbox is gone is no child).  Children of "a"
+ * sort among names starting "a/", contiguous in bytewise order. */
 static bool mbox_has_children(const struct mbox_list *l, const char *name)
 {
 	size_t len = strlen(name), lo = 0, hi = l->n;
@@ -515,7 +616,11 @@ static bool mbox_has_children(const struct mbox_list *l, const char *name)
 		else
 			hi = mid;
 	}
-	return lo < l->n && strncmp(l->v[lo].name, name, len) == 0 && l->v[lo].name[len] == DELIM;
+	for (; lo < l->n && strncmp(l->v[lo].name, name, len) == 0 && l->v[lo].name[len] == DELIM;
+	     lo++)
+		if (l->v[lo].exists)
+			return true;
+	return false;
 }
 
 /* ------------------------------------------------------------- DELETE */
@@ -533,7 +638,7 @@ void imap_cmd_delete(struct imap_session *s, struct imap_cmd *cmd)
 		imap_no(s, "CANNOT", "INBOX cannot be deleted");
 		return;
 	}
-	rc = mbox_list_load(s, &l);
+	rc = mbox_list_load(s, &l, false);
 	if (rc != STORE_OK) {
 		mbox_store_no(s, rc, "DELETE");
 		return;
@@ -712,7 +817,7 @@ void imap_cmd_rename(struct imap_session *s, struct imap_cmd *cmd)
 		imap_no(s, "CANNOT", "Cannot rename a mailbox into itself");
 		return;
 	}
-	rc = mbox_list_load(s, &l);
+	rc = mbox_list_load(s, &l, false);
 	if (rc != STORE_OK) {
 		mbox_store_no(s, rc, "RENAME");
 		return;
@@ -747,13 +852,18 @@ void imap_cmd_rename(struct imap_session *s, struct imap_cmd *cmd)
 	if (strcmp(from, "INBOX") == 0) {
 		/* RFC 3501 §6.3.5: INBOX's messages move to a new mailbox and
 		 * INBOX stays, empty; its inferiors are unaffected.  The new
-		 * mailbox's id is known only after the commit: two requests. */
+		 * mailbox's id is known only after the commit: two requests.
+		 * As any RENAME it leaves subscriptions alone (RFC 9051
+		 * §6.3.6): INBOX stays subscribed, the new name is not made so. */
 		mbox_list_free(&l);
 		store_req_mailbox_create(r, s->user, to, 0);
 		imap_submit(s, r, rename_inbox_created);
 		return;
 	}
-	/* The mailbox and every inferior, in one request (§6.3.5). */
+	/* The mailbox and every inferior, in one request (§6.3.5).  The
+	 * subscriptions stay with the old names (RFC 9051 §6.3.6: RENAME does
+	 * not update them; a client that wants the new names subscribed
+	 * says SUBSCRIBE), so no LIST line needs \Subscribed. */
 	struct rename_names *rn = imap_cmd_alloc(cmd, sizeof *rn);
 	if (!rn) {
 		mbox_list_free(&l);
@@ -788,21 +898,44 @@ void imap_cmd_rename(struct imap_session *s, struct imap_cmd *cmd)
 
 /* ------------------------------------------------ SUBSCRIBE/UNSUBSCRIBE */
 
+/*
+ * Subscriptions are names, kept apart from the mailboxes (store.h): DELETE
+ * and RENAME leave them, as RFC 3501 §6.3.6 (MUST NOT remove) and RFC 9051
+ * §6.3.7 ask.  SUBSCRIBE takes a name that is a mailbox or is subscribed
+ * already, and refuses others with NO [NONEXISTENT] (§6.3.6: a server MAY
+ * check that the mailbox exists).  UNSUBSCRIBE takes any name, whether or
+ * not its mailbox exists: OK also when it was not subscribed (RFC 9051
+ * §6.3.8).  A request that would change nothing is answered at once,
+ * without a write.
+ */
 void imap_cmd_subscribe(struct imap_session *s, struct imap_cmd *cmd)
 {
 	bool on = strcmp(cmd->name, "SUBSCRIBE") == 0;
 	struct store_mailbox mb;
 	char *name;
-	int rc;
+	int rc, sub;
 
 	name = mbox_arg(s, cmd);
 	if (!name)
 		return;
-	/* Subscriptions live on the mailbox record: only existing mailboxes
-	 * can be subscribed (RFC 3501 §6.3.6 allows refusing the others). */
-	rc = mbox_get(s, name, &mb);
+	store_txn *t = store_read_begin(conn_store(s->c));
+	if (!t) {
+		mbox_store_no(s, STORE_TEMPFAIL, cmd->name);
+		return;
+	}
+	sub = store_subscribed(t, s->user_id, name);
+	rc = on && sub == STORE_NOTFOUND ? store_mailbox_get(t, s->user_id, name, &mb) : STORE_OK;
+	store_read_end(t);
+	if (sub != STORE_OK && sub != STORE_NOTFOUND) {
+		mbox_store_no(s, sub, cmd->name);
+		return;
+	}
 	if (rc != STORE_OK) {
 		mbox_store_no(s, rc, cmd->name);
+		return;
+	}
+	if ((sub == STORE_OK) == on) {
+		imap_ok(s, NULL, "%s completed", cmd->name);
 		return;
 	}
 	store_req *r = store_req_new();
@@ -810,7 +943,7 @@ void imap_cmd_subscribe(struct imap_session *s, struct imap_cmd *cmd)
 		imap_no(s, "UNAVAILABLE", "Out of memory");
 		return;
 	}
-	store_req_mailbox_subscribe(r, mb.id, on);
+	store_req_subscribe(r, s->user, name, on);
 	imap_submit(s, r, mbox_write_done);
 }
 
@@ -868,7 +1001,9 @@ struct list_attrs {
 	const char *name;
 	uint32_t special_use; /* STORE_USE_* */
 	bool subscribed;
-	bool exists;          /* else \NonExistent (RFC 5258 §3) */
+	bool nonexistent;     /* \NonExistent (RFC 5258 §3): LIST only */
+	bool noselect;        /* \Noselect: LSUB's name without a subscribed
+	                       * mailbox (RFC 3501 §6.3.9) */
 	bool children;        /* \HasChildren, else \HasNoChildren (RFC 3348) */
 	bool show_subscribed; /* \Subscribed was asked for (SUBSCRIBED option) */
 	bool childinfo;       /* ("CHILDINFO" ("SUBSCRIBED")), RFC 5258 §3.5 */
@@ -876,9 +1011,9 @@ struct list_attrs {
 
 /*
  * Append "* VERB (attributes) "/" name" and the extended data CHILDINFO
- * asks for.  The attributes come in a fixed order (\NonExistent, the
- * children attribute, \Subscribed, the special uses) so that a plain LIST
- * reads as it always has.
+ * asks for.  The attributes come in a fixed order (\NonExistent or
+ * \Noselect, the children attribute, \Subscribed, the special uses) so
+ * that a plain LIST reads as it always has.
  */
 static void list_write_one(struct imap_session *s, const char *verb, const struct list_attrs *a)
 {
@@ -894,7 +1029,11 @@ static void list_write_one(struct imap_session *s, const char *verb, const struc
 
 	imap_write_str(w, "* ");
 	imap_write_str(w, verb);
-	imap_write_str(w, a->exists ? " (" : " (\\NonExistent ");
+	imap_write_str(w, " (");
+	if (a->nonexistent)
+		imap_write_str(w, "\\NonExistent ");
+	if (a->noselect)
+		imap_write_str(w, "\\Noselect ");
 	imap_write_str(w, a->children ? "\\HasChildren" : "\\HasNoChildren");
 	if (a->show_subscribed && a->subscribed)
 		imap_write_str(w, " \\Subscribed");
@@ -992,25 +1131,6 @@ static const char *list_check_options(const struct imap_list *a, struct list_que
 	q->show_subscribed = a->known & (IMAP_LIST_SEL_SUBSCRIBED | IMAP_LIST_RET_SUBSCRIBED);
 	q->status = a->known & IMAP_LIST_RET_STATUS;
 	q->status_items = a->status_items;
-	return NULL;
-}
-
-/* Entry of L named by the LEN octets of NAME, or NULL. */
-static struct mbox_entry *mbox_find(const struct mbox_list *l, const char *name, size_t len)
-{
-	size_t lo = 0, hi = l->n;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		const char *e = l->v[mid].name;
-		int c = strncmp(e, name, len);
-		if (c == 0 && e[len] == '\0')
-			return &l->v[mid];
-		if (c < 0)
-			lo = mid + 1;
-		else
-			hi = mid; /* c > 0, or E extends NAME and so sorts after it */
-	}
 	return NULL;
 }
 
@@ -1124,6 +1244,11 @@ void imap_cmd_list(struct imap_session *s, struct imap_cmd *cmd)
 		imap_bad(s, NULL, "%s", err);
 		return;
 	}
+	/* RFC 3501 §6.3.9: LSUB "%" lists "foo", \Noselect, when only
+	 * "foo/bar" is subscribed.  That is RECURSIVEMATCH's rule, with
+	 * \Noselect in the place of CHILDINFO. */
+	if (q.lsub)
+		q.recursive = true;
 	/* Only the basic syntax gives the empty pattern a meaning. */
 	if (!a.extended && a.npatterns == 1 && a.patterns[0].len == 0) {
 		list_delimiter(s, &a, q.lsub);
@@ -1134,7 +1259,8 @@ void imap_cmd_list(struct imap_session *s, struct imap_cmd *cmd)
 		imap_no(s, "UNAVAILABLE", "Out of memory");
 		return;
 	}
-	rc = mbox_list_load(s, &l);
+	/* A plain LIST needs no subscriptions: only mailboxes can meet it. */
+	rc = mbox_list_load(s, &l, q.lsub || q.show_subscribed);
 	if (rc != STORE_OK) {
 		mbox_store_no(s, rc, cmd->name);
 		return;
@@ -1156,14 +1282,19 @@ void imap_cmd_list(struct imap_session *s, struct imap_cmd *cmd)
 		 * would not be listed itself; CHILDINFO then says why. */
 		if (!e->matched || !(e->meets || e->desc_unmatched))
 			continue;
+		/* A subscribed name whose mailbox is gone: \NonExistent (and
+		 * \Subscribed) to LIST (RFC 5258 §3.1), \Noselect to LSUB, as
+		 * is a parent listed for a subscribed child. */
+		bool lsub_noselect = q.lsub && !(e->meets && e->exists);
 		struct list_attrs at = {
 			.name = e->name,
-			.special_use = e->special_use,
+			.special_use = lsub_noselect ? 0 : e->special_use,
 			.subscribed = e->subscribed,
-			.exists = e->exists,
+			.nonexistent = !q.lsub && !e->exists,
+			.noselect = lsub_noselect,
 			.children = mbox_has_children(&l, e->name),
 			.show_subscribed = q.show_subscribed,
-			.childinfo = e->desc_meets,
+			.childinfo = !q.lsub && e->desc_meets,
 		};
 		list_write_one(s, q.lsub ? "LSUB" : "LIST", &at);
 		/* STATUS for each selectable mailbox that meets the selection
@@ -1197,13 +1328,16 @@ static void select_write_list(struct imap_session *s, const char *name,
 {
 	struct mbox_list l;
 
-	if (mbox_list_load(s, &l) != STORE_OK)
+	if (mbox_list_load(s, &l, false) != STORE_OK)
 		return;
+	store_txn *t = store_read_begin(conn_store(s->c));
+	bool subscribed = t && store_subscribed(t, s->user_id, name) == STORE_OK;
+	if (t)
+		store_read_end(t);
 	struct list_attrs at = {
 		.name = name,
 		.special_use = mb->special_use,
-		.subscribed = mb->subscribed,
-		.exists = true,
+		.subscribed = subscribed,
 		.children = mbox_has_children(&l, name),
 		.show_subscribed = true,
 	};

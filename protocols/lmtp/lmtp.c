@@ -320,8 +320,14 @@ static void lmtp_pending_done(struct lmtp_session *s)
 		return;
 	closed = conn_closed(c);
 	lmtp_finish(s, !closed);
-	if (!closed)
+	if (!closed) {
+		/* The replies go out before the store wakes the IMAP
+		 * sessions watching these mailboxes (store.c deliver_done
+		 * runs the watchers after this callback), so an MTA is not
+		 * kept waiting on thousands of IDLE pushes. */
+		conn_flush(c);
 		conn_resume(c); /* may run pipelined commands at once */
+	}
 	conn_release(c);        /* may free S: nothing after this */
 }
 

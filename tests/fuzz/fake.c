@@ -112,6 +112,7 @@ void conn_printf(conn *c, const char *fmt, ...)
 	free(s);
 }
 
+void conn_flush(conn *c) { (void)c; }
 size_t conn_queued(const conn *c) { return c->queued; }
 bool conn_congested(const conn *c) { return c->queued > fake.high_water; }
 void conn_mode_line(conn *c) { c->bytes_mode = false; }
@@ -149,6 +150,7 @@ int conn_starttls(conn *c)
 /* No front-end under fuzzing offers COMPRESS. */
 int conn_compress_start(conn *c) { return -1; }
 bool conn_compressed(const conn *c) { return false; }
+void conn_compress_stop(conn *c) {}
 
 const char *conn_peer(const conn *c) { return "fuzz:0"; }
 void conn_set_user(conn *c, const char *user) {}

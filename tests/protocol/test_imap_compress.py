@@ -7,7 +7,7 @@ Python's zlib as the independent DEFLATE implementation: raw deflate
 clients do.  They check what comes back byte for byte (a FETCH BODY[]
 equals the delivered message), that the server's side really is
 compressed, pipelining behind COMPRESS, the refusals, implicit TLS, a
-deflate bomb and a broken stream.
+deflate bomb, a broken stream and a client that ends its stream.
 """
 
 import re
@@ -335,3 +335,27 @@ def test_compress_idle_gets_pushed_responses(daemon):
     _, ok = c.until_tagged(b"i")
     assert ok.startswith(b"i OK"), ok
     c.close()
+
+
+def test_compress_client_stream_end_is_end_of_input(daemon):
+    """A client that ends its deflate stream (a final block) outside
+    UNAUTHENTICATE has ended its input: what came before the end is
+    answered, nothing sent after it is read as a command, and the server
+    closes.  (UNAUTHENTICATE, the one place where the stream may end and
+    the connection go on in clear, is in test_imap_unauth.py.)"""
+    c = connect(daemon)
+    login(c, daemon)
+    compress(c)
+    c.sock.sendall(c.comp.compress(b"n NOOP\r\n") + c.comp.flush(zlib.Z_FINISH)
+                   + b"x LOGOUT\r\n")
+    _, ok = c.until_tagged(b"n")
+    assert ok.startswith(b"n OK"), ok
+    with pytest.raises((EOFError, ConnectionResetError)):
+        for _ in range(100):
+            c._fill()
+    assert b"x " not in c.buf and b"BYE" not in c.buf, c.buf
+    c.close()
+    assert "the client ended its compressed stream" in daemon.log_text()
+    m = daemon.imap("alice", daemon.password("alice"))
+    assert m.noop()[0] == "OK"
+    m.logout()

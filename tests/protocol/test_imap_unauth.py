@@ -3,7 +3,9 @@ UNAUTHENTICATE (RFC 8437) over raw IMAP: the session goes back to not
 authenticated state on the same connection, keeps TLS, and forgets the
 user, the selected mailbox (without expunging), what ENABLE turned on, the
 saved search result and the mailbox watch; the next LOGIN or AUTHENTICATE
-may be another user, who sees only their own mail.
+may be another user, who sees only their own mail.  Under COMPRESS both
+sides end their deflate streams around the OK (RFC 8437 section 4.1) and
+the connection goes on in clear, ready for another COMPRESS.
 """
 
 import base64
@@ -11,9 +13,7 @@ import re
 import socket
 import zlib
 
-import pytest
-
-from conftest import lmtp_send
+from conftest import lmtp_send, make_body
 
 
 def msg(subject, body=b"hello\r\n"):
@@ -350,27 +350,269 @@ def test_unauthenticate_idle_and_utf8(daemon):
     r.close()
 
 
-def test_unauthenticate_under_compress_closes_with_bye(daemon):
-    """RFC 8437 §4.1 wants DEFLATE to end with the OK; it cannot be turned
-    off here, and §3 forbids NO, so the server says BYE and closes (§3)."""
+# ------------------------------------------------- under COMPRESS (RFC 4978)
+
+class ZRaw:
+    """A raw IMAP client whose two directions can each be DEFLATE
+    compressed (raw deflate, wbits -15, with Python's zlib as the
+    independent implementation) and can end compression: the server's
+    stream is inflated until its final block, and whatever follows that end
+    is read as clear text again, as RFC 8437 section 4.1 describes."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+        self.comp = None
+        self.decomp = None
+        self.zlines = []        # lines that came through the inflater
+        self.server_ends = 0    # server streams seen to their end
+
+    # -- what we send
+    def start_client(self):
+        self.comp = zlib.compressobj(wbits=-15)
+
+    def packet(self, data, end=False):
+        """DATA as it goes on the wire now; END closes our stream after it
+        (Z_FINISH), so later packets are clear."""
+        if not self.comp:
+            return data
+        out = self.comp.compress(data)
+        if end:
+            out += self.comp.flush(zlib.Z_FINISH)
+            self.comp = None
+        else:
+            out += self.comp.flush(zlib.Z_SYNC_FLUSH)
+        return out
+
+    def send(self, data, end=False):
+        self.sock.sendall(self.packet(data, end))
+
+    # -- what we receive
+    def start_server(self):
+        """The server compresses after the line just read; bytes already
+        buffered behind that line are compressed."""
+        self.decomp = zlib.decompressobj(wbits=-15)
+        pending, self.buf = self.buf, b""
+        self._feed(pending)
+
+    def _feed(self, raw):
+        if not self.decomp:
+            self.buf += raw
+            return
+        text = self.decomp.decompress(raw)
+        self.zlines.append(text)
+        self.buf += text
+        if self.decomp.eof:
+            self.server_ends += 1
+            rest = self.decomp.unused_data
+            self.decomp = None
+            self.buf += rest
+
+    def compressed_text(self):
+        return b"".join(self.zlines)
+
+    def line(self):
+        for _ in range(100000):
+            if b"\r\n" in self.buf:
+                out, self.buf = self.buf.split(b"\r\n", 1)
+                return out.decode("utf-8", "replace")
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed; have %r" % self.buf[:200])
+            self._feed(chunk)
+        raise AssertionError("no line end")
+
+    def until(self, tag):
+        got = []
+        for _ in range(100000):
+            ln = self.line()
+            if ln.startswith(tag + " "):
+                return got, ln
+            got.append(ln)
+        raise AssertionError("no tagged answer for %r" % tag)
+
+    def ok(self, tag, text):
+        self.send(("%s %s\r\n" % (tag, text)).encode())
+        unt, t = self.until(tag)
+        assert t.startswith(tag + " OK"), (text, t, unt)
+        return unt, t
+
+    def compress(self, tag="z"):
+        self.ok(tag, "COMPRESS DEFLATE")
+        self.start_client()
+        self.start_server()
+
+
+def zconnect(d, tls=False):
+    sock = socket.create_connection(("127.0.0.1", d.imaps_port if tls else d.imap_port),
+                                    timeout=30)
+    if tls:
+        sock = d.ssl_context().wrap_socket(sock, server_hostname="localhost")
+    z = ZRaw(sock)
+    assert z.line().startswith("* OK")
+    return z
+
+
+def assert_server_stream_ended_with(z, tag):
+    """The server ended its deflate stream (final block) right after the
+    CRLF of TAG's OK: the inflater saw the end, and the OK is the last
+    thing it produced."""
+    assert z.server_ends == 1 and z.decomp is None, z.server_ends
+    text = z.compressed_text()
+    assert text.endswith(b"\r\n"), text[-200:]
+    last = text[:-2].rsplit(b"\r\n", 1)[-1]
+    assert last.startswith(tag.encode() + b" OK"), text[-200:]
+
+
+def test_unauthenticate_under_compress_ends_it_both_ways(daemon):
     d = daemon
     deliver(d, "alice", ["c1"])
-    r = Raw(d)
-    r.login("alice", "alice-pw")
-    if "COMPRESS=DEFLATE" not in r.caps():
-        pytest.skip("COMPRESS=DEFLATE not offered")
-    r.ok("COMPRESS DEFLATE", tag="z")
-    comp = zlib.compressobj(wbits=-15)
-    decomp = zlib.decompressobj(wbits=-15)
-    r.send(comp.compress(b"s SELECT INBOX\r\nu UNAUTHENTICATE\r\n") + comp.flush(zlib.Z_SYNC_FLUSH))
-    data = b""
-    for _ in range(1000):
-        chunk = r.sock.recv(65536)
-        if not chunk:
+    deliver(d, "bob", ["b1", "b2"])
+    z = zconnect(d)
+    z.ok("L", "LOGIN alice alice-pw")
+    z.compress()
+    unt, _ = z.ok("s", "SELECT INBOX")
+    assert exists(unt) == 1, unt
+
+    # Our stream ends right after the command's CRLF (Z_FINISH).
+    z.send(b"u UNAUTHENTICATE\r\n", end=True)
+    _, t = z.until("u")
+    assert t.startswith("u OK"), t
+    assert_server_stream_ended_with(z, "u")
+    assert z.buf == b"", z.buf              # nothing follows the end yet
+
+    # Both directions are clear now, and the session is not authenticated.
+    z.send(b"x SELECT INBOX\r\n")
+    _, t = z.until("x")
+    assert t.startswith("x BAD"), t
+    z.ok("L2", "LOGIN bob bob-pw")
+    unt, _ = z.ok("s2", "SELECT INBOX")
+    assert exists(unt) == 2, unt
+
+    # COMPRESS may start again, with fresh streams both ways.
+    z.compress("z2")
+    unt, _ = z.ok("f", "FETCH 1:2 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert re.findall(r"Subject: (\S+)", "\n".join(unt)) == ["b1", "b2"], unt
+    assert z.decomp is not None                 # the answer came compressed
+    z.send(b"o LOGOUT\r\n")
+    unt, t = z.until("o")
+    assert t.startswith("o OK") and any(u.startswith("* BYE") for u in unt), (t, unt)
+    z.sock.close()
+    assert "imap unauthenticate (ending COMPRESS)" in d.log_text()
+
+
+def test_unauthenticate_under_compress_pipelined(daemon):
+    """One packet: compressed SELECT and UNAUTHENTICATE with our stream's
+    end, then clear LOGIN, SELECT and COMPRESS, then commands in a second
+    compressed stream.  Each byte must be read through the right layer."""
+    d = daemon
+    deliver(d, "alice", ["a1"])
+    deliver(d, "bob", ["b1", "b2", "b3"])
+    z = zconnect(d)
+    z.ok("L", "LOGIN alice alice-pw")
+    z.compress()
+    packet = z.packet(b"s SELECT INBOX\r\nu UNAUTHENTICATE\r\n", end=True)
+    packet += b"L2 LOGIN bob bob-pw\r\ns2 SELECT INBOX\r\nz2 COMPRESS DEFLATE\r\n"
+    z.start_client()
+    packet += z.packet(b"n NOOP\r\nf FETCH 3 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
+    z.sock.sendall(packet)
+
+    unt, t = z.until("s")
+    assert t.startswith("s OK") and exists(unt) == 1, (t, unt)
+    _, t = z.until("u")
+    assert t.startswith("u OK"), t
+    assert_server_stream_ended_with(z, "u")
+    _, t = z.until("L2")
+    assert t.startswith("L2 OK"), t
+    unt, t = z.until("s2")
+    assert t.startswith("s2 OK") and exists(unt) == 3, (t, unt)
+    _, t = z.until("z2")
+    assert t.startswith("z2 OK"), t
+    z.start_server()
+    _, t = z.until("n")
+    assert t.startswith("n OK"), t
+    unt, t = z.until("f")
+    assert t.startswith("f OK"), t
+    assert "Subject: b3" in "\n".join(unt), unt
+    assert z.decomp is not None
+    z.sock.close()
+
+
+def test_unauthenticate_under_compress_client_end_comes_later(daemon):
+    """The client's final block may follow in a later packet than its
+    UNAUTHENTICATE line: until it comes, input is still inflated."""
+    d = daemon
+    deliver(d, "bob", ["b1"])
+    z = zconnect(d)
+    z.ok("L", "LOGIN alice alice-pw")
+    z.compress()
+    z.send(b"u UNAUTHENTICATE\r\n")           # a sync flush, not the end
+    _, t = z.until("u")
+    assert t.startswith("u OK"), t
+    assert_server_stream_ended_with(z, "u")
+    z.sock.sendall(z.comp.flush(zlib.Z_FINISH))
+    z.comp = None
+    unt, _ = z.ok("L2", "LOGIN bob bob-pw")
+    unt, _ = z.ok("s", "SELECT INBOX")
+    assert exists(unt) == 1, unt
+    z.sock.close()
+
+
+def test_unauthenticate_under_compress_over_tls(daemon):
+    """TLS stays (RFC 8437 section 3), DEFLATE above it goes; a large
+    message through the second compressed stream checks the layers."""
+    d = daemon
+    big = msg("big", make_body(300 * 1024, seed=8437, eightbit=False))
+    assert d.deliver("bob", big) == 0
+    z = zconnect(d, tls=True)
+    z.ok("L", "LOGIN alice alice-pw")
+    z.compress()
+    z.sock.sendall(z.packet(b"u UNAUTHENTICATE\r\n", end=True)
+                   + b"L2 LOGIN bob bob-pw\r\n")
+    _, t = z.until("u")
+    assert t.startswith("u OK"), t
+    assert_server_stream_ended_with(z, "u")
+    _, t = z.until("L2")
+    assert t.startswith("L2 OK"), t
+    z.send(b"x STARTTLS\r\n")
+    _, t = z.until("x")
+    assert t.startswith("x BAD"), t             # TLS is still on
+    z.compress("z2")
+    z.ok("s", "SELECT INBOX")
+    z.send(b"f FETCH 1 BODY[]\r\n")
+    head = z.line()
+    m = re.match(r"^\* 1 FETCH \(BODY\[\] \{(\d+)\}$", head)
+    assert m, head
+    n = int(m.group(1))
+    for _ in range(100000):
+        if len(z.buf) >= n:
             break
-        data += decomp.decompress(chunk)
-    text = data.decode("utf-8", "replace")
-    assert "s OK" in text and "* 1 EXISTS" in text, text
-    assert "* BYE" in text and "u OK" not in text, text
-    r.close()
-    assert "unauthenticate under COMPRESS" in d.log_text()
+        z._feed(z.sock.recv(65536))
+    assert z.buf[:n] == big
+    z.buf = z.buf[n:]
+    _, t = z.until("f")
+    assert t.startswith("f OK"), t
+    z.sock.close()
+
+
+def test_unauthenticate_under_compress_then_starttls(daemon):
+    """Once both streams have ended the connection is clear again, so a
+    STARTTLS there is a normal upgrade, and COMPRESS after the next login
+    sits above the new TLS layer."""
+    d = daemon
+    deliver(d, "bob", ["b1"])
+    z = zconnect(d)
+    z.ok("L", "LOGIN alice alice-pw")
+    z.compress()
+    z.send(b"u UNAUTHENTICATE\r\n", end=True)
+    _, t = z.until("u")
+    assert t.startswith("u OK"), t
+    assert_server_stream_ended_with(z, "u")
+    z.ok("T", "STARTTLS")
+    assert z.buf == b"", z.buf
+    z.sock = d.ssl_context().wrap_socket(z.sock, server_hostname="localhost")
+    z.ok("L2", "LOGIN bob bob-pw")
+    z.compress("z2")
+    unt, _ = z.ok("s", "SELECT INBOX")
+    assert exists(unt) == 1, unt
+    z.sock.close()

@@ -171,9 +171,56 @@ static int collect_mbox(const struct store_mailbox *m, void *arg)
 {
 	char *buf = arg;
 	char one[300];
-	snprintf(one, sizeof one, "%s:%u:%d,", m->name, m->special_use, m->subscribed);
+	snprintf(one, sizeof one, "%s:%u,", m->name, m->special_use);
 	strcat(buf, one);
 	return 0;
+}
+
+static int collect_sub(const char *name, void *arg)
+{
+	char *buf = arg;
+	strcat(buf, name);
+	strcat(buf, ",");
+	return 0;
+}
+
+static int stop_after_two(const char *name, void *arg)
+{
+	int *n = arg;
+	(void)name;
+	return ++*n == 2;
+}
+
+/* USER's subscriptions as "a,b,", in the store's order; "?" on failure. */
+static const char *subs_of(store *s, const char *user)
+{
+	static char buf[2048];
+	buf[0] = '\0';
+	store_txn *t = store_read_begin(s);
+	struct store_user u;
+	if (store_user_get(t, user, &u) != STORE_OK ||
+	    store_subscription_foreach(t, u.id, collect_sub, buf) != STORE_OK)
+		strcpy(buf, "?");
+	store_read_end(t);
+	return buf;
+}
+
+static int subscribed(store *s, const char *user, const char *name)
+{
+	store_txn *t = store_read_begin(s);
+	struct store_user u;
+	int st = store_user_get(t, user, &u);
+	if (st == STORE_OK)
+		st = store_subscribed(t, u.id, name);
+	store_read_end(t);
+	return st;
+}
+
+static int subscribe(store *s, const char *user, const char *name, bool on)
+{
+	store_req *r = store_req_new();
+	store_req_subscribe(r, user, name, on);
+	return store_req_run(s, r);
 }
 
 static void test_users(void)
@@ -214,7 +261,7 @@ static void test_users(void)
 
 	char mbs[1024] = "";
 	CHECK_EQ(store_mailbox_foreach(t, u.id, collect_mbox, mbs), STORE_OK);
-	CHECK(strcmp(mbs, "Archive:16:1,Drafts:2:1,INBOX:0:1,Junk:8:1,Sent:1:1,Trash:4:1,") == 0);
+	CHECK(strcmp(mbs, "Archive:16,Drafts:2,INBOX:0,Junk:8,Sent:1,Trash:4,") == 0);
 	struct store_mailbox m, m2;
 	CHECK_EQ(store_mailbox_by_use(t, u.id, STORE_USE_TRASH, &m), STORE_OK);
 	CHECK(strcmp(m.name, "Trash") == 0);
@@ -343,11 +390,8 @@ static void crlf_case(int line, const char *const *parts, const char *want, size
                       size_t want_hdr)
 {
 	store_msg *m = store_msg_new();
-	size_t in = 0;
-	for (size_t i = 0; parts[i]; i++) {
+	for (size_t i = 0; parts[i]; i++)
 		store_msg_append(m, parts[i], strlen(parts[i]));
-		in += strlen(parts[i]);
-	}
 	size_t n = store_msg_finish(m);
 	if (n != strlen(want) || memcmp(store_msg_data(m), want, n) != 0) {
 		failed++;
@@ -586,10 +630,6 @@ static void test_mailboxes(void)
 	CHECK_EQ(b.id, a.id);
 	CHECK_EQ(b.uidvalidity, a.uidvalidity);
 	CHECK_EQ(b.messages, 1);
-	r = store_req_new();
-	store_req_mailbox_subscribe(r, b.id, false);
-	CHECK_EQ(one_op(s, r), STORE_OK);
-	CHECK(!mbox(s, "alice", "Lists/IETF").subscribed);
 	r = store_req_new();
 	store_req_mailbox_delete(r, mbox(s, "alice", "INBOX").id);
 	CHECK_EQ(one_op(s, r), STORE_INVALID);
@@ -1281,7 +1321,7 @@ static void test_keywords(void)
 
 	/* Junk names are refused and the table is untouched. */
 	const char *bad[] = { "\\Seen", "two words", "a(b", "x]", "q\"", "w*", "p%", "c{",
-	                      "", "\x01" "ctl", "caf\xc3\xa9" };
+	                      "", "\001ctl", "caf\xc3\xa9" };
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		CHECK_EQ(set_flags(s, in.id, 1, STORE_FLAGS_ADD, 0, &bad[i], 1), STORE_INVALID);
 		CHECK_EQ(set_flags(s, in.id, 1, STORE_FLAGS_REMOVE, 0, &bad[i], 1), STORE_INVALID);
@@ -1612,6 +1652,183 @@ static void test_late_dbs(void)
 	rmtree(dir);
 }
 
+/* Subscriptions are names apart from the mailboxes: DELETE and RENAME
+ * leave them (RFC 3501 §6.3.6, RFC 9051 §6.3.6), CREATE adds none. */
+static void test_subscriptions(void)
+{
+	char *dir = tmpdir();
+	store *s = open_sync(dir, NULL);
+	CHECK_EQ(add_user(s, "alice"), STORE_OK);
+	CHECK_EQ(add_user(s, "bob"), STORE_OK);
+	CHECK(strcmp(subs_of(s, "alice"), "Archive,Drafts,INBOX,Junk,Sent,Trash,") == 0);
+
+	store_req *r = store_req_new();
+	store_req_mailbox_create(r, "alice", "Lists/IETF", 0);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	CHECK_EQ(subscribed(s, "alice", "Lists/IETF"), STORE_NOTFOUND);
+	CHECK_EQ(subscribe(s, "alice", "Lists/IETF", true), STORE_OK);
+	CHECK_EQ(subscribe(s, "alice", "Lists/IETF", true), STORE_OK);   /* idempotent */
+	CHECK_EQ(subscribed(s, "alice", "Lists/IETF"), STORE_OK);
+	CHECK_EQ(subscribed(s, "bob", "Lists/IETF"), STORE_NOTFOUND);
+	/* INBOX in any case is INBOX. */
+	CHECK_EQ(subscribe(s, "alice", "inbox", false), STORE_OK);
+	CHECK_EQ(subscribed(s, "alice", "INBOX"), STORE_NOTFOUND);
+	CHECK_EQ(subscribe(s, "alice", "Inbox", true), STORE_OK);
+	CHECK_EQ(subscribed(s, "alice", "inBOX"), STORE_OK);
+	/* A name without a mailbox may be subscribed (IMAP decides whether
+	 * it must exist). */
+	CHECK_EQ(subscribe(s, "alice", "Gone/Name", true), STORE_OK);
+	CHECK_EQ(subscribe(s, "alice", "", true), STORE_INVALID);
+	CHECK_EQ(subscribe(s, "alice", "bad\nname", true), STORE_INVALID);
+	CHECK_EQ(subscribe(s, "nobody", "INBOX", true), STORE_NOTFOUND);
+	/* A failing subscribe rolls back the operations before it. */
+	r = store_req_new();
+	store_req_subscribe(r, "alice", "Rolled", true);
+	store_req_subscribe(r, "alice", "", true);
+	CHECK_EQ(one_op(s, r), STORE_INVALID);
+	CHECK_EQ(subscribed(s, "alice", "Rolled"), STORE_NOTFOUND);
+
+	/* RENAME keeps the old name subscribed and subscribes nothing new. */
+	struct store_mailbox m = mbox(s, "alice", "Lists/IETF");
+	r = store_req_new();
+	store_req_mailbox_rename(r, m.id, "Lists/Renamed");
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	CHECK_EQ(subscribed(s, "alice", "Lists/IETF"), STORE_OK);
+	CHECK_EQ(subscribed(s, "alice", "Lists/Renamed"), STORE_NOTFOUND);
+	/* DELETE keeps the subscription; a mailbox made again under the name
+	 * is subscribed again. */
+	r = store_req_new();
+	store_req_mailbox_rename(r, m.id, "Lists/IETF");
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	r = store_req_new();
+	store_req_mailbox_delete(r, m.id);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	CHECK_EQ(mbox(s, "alice", "Lists/IETF").id, 0);
+	CHECK_EQ(subscribed(s, "alice", "Lists/IETF"), STORE_OK);
+	CHECK(strcmp(subs_of(s, "alice"),
+	             "Archive,Drafts,Gone/Name,INBOX,Junk,Lists/IETF,Sent,Trash,") == 0);
+	r = store_req_new();
+	store_req_mailbox_create(r, "alice", "Lists/IETF", 0);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	CHECK_EQ(subscribed(s, "alice", "Lists/IETF"), STORE_OK);
+	/* UNSUBSCRIBE of a name without a mailbox, twice. */
+	CHECK_EQ(subscribe(s, "alice", "Gone/Name", false), STORE_OK);
+	CHECK_EQ(subscribe(s, "alice", "Gone/Name", false), STORE_OK);
+	CHECK_EQ(subscribed(s, "alice", "Gone/Name"), STORE_NOTFOUND);
+	/* Stopping the walk early. */
+	store_txn *t = store_read_begin(s);
+	struct store_user u;
+	CHECK_EQ(store_user_get(t, "alice", &u), STORE_OK);
+	int seen = 0;
+	CHECK_EQ(store_subscription_foreach(t, u.id, stop_after_two, &seen), STORE_OK);
+	CHECK_EQ(seen, 2);
+	store_read_end(t);
+
+	/* Deleting a user drops its subscriptions, and only its own. */
+	r = store_req_new();
+	store_req_user_del(r, "alice");
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	CHECK(strcmp(subs_of(s, "bob"), "Archive,Drafts,INBOX,Junk,Sent,Trash,") == 0);
+	store_close(s);
+	CHECK_EQ(db_entries(dir, "subscriptions"), 6);
+	rmtree(dir);
+}
+
+/* The subscribed byte of a mailbox record, as stores made before the
+ * `subscriptions` database kept it: after u8 version, u32 user id, u32
+ * uidvalidity, u32 uidnext, u64 highestmodseq, u32 messages, u32 unseen,
+ * u32 deleted, u64 bytes, u32 special use (docs/store.md).  The name
+ * (u16 length, bytes) follows it. */
+#define OLD_SUB_OFFSET 45
+
+/* Make the store in DIR (closed) look as the previous version left it:
+ * no `subscriptions` database, and the byte set in the records of the
+ * mailboxes named in SUBS (a NULL-terminated list), clear in the others. */
+static void make_old_store(const char *dir, const char *const *subs)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_cursor *c;
+	MDB_val k, v;
+	CHECK_EQ(mdb_env_create(&env), 0);
+	mdb_env_set_maxdbs(env, 16);
+	CHECK_EQ(mdb_env_open(env, dir, 0, 0600), 0);
+	CHECK_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	CHECK_EQ(mdb_dbi_open(txn, "subscriptions", 0, &dbi), 0);
+	CHECK_EQ(mdb_drop(txn, dbi, 1), 0);
+	CHECK_EQ(mdb_dbi_open(txn, "mailboxes", 0, &dbi), 0);
+	CHECK_EQ(mdb_cursor_open(txn, dbi, &c), 0);
+	int n = 0;
+	for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && n < 1000;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT), n++) {
+		uint8_t rec[512];
+		CHECK(v.mv_size > OLD_SUB_OFFSET + 3 && v.mv_size <= sizeof rec);
+		if (v.mv_size <= OLD_SUB_OFFSET + 3 || v.mv_size > sizeof rec)
+			break;
+		memcpy(rec, v.mv_data, v.mv_size);
+		size_t nl = (size_t)rec[OLD_SUB_OFFSET + 1] << 8 | rec[OLD_SUB_OFFSET + 2];
+		const char *name = (const char *)rec + OLD_SUB_OFFSET + 3;
+		rec[OLD_SUB_OFFSET] = 0;
+		for (const char *const *p = subs; *p; p++)
+			if (strlen(*p) == nl && memcmp(*p, name, nl) == 0)
+				rec[OLD_SUB_OFFSET] = 1;
+		MDB_val nv = { v.mv_size, rec };
+		CHECK_EQ(mdb_cursor_put(c, &k, &nv, MDB_CURRENT), 0);
+	}
+	mdb_cursor_close(c);
+	CHECK_EQ(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+/* A store from before `subscriptions`: read-only opens read the old
+ * bytes; the first open for writing copies them into the database, once. */
+static void test_subs_migration(void)
+{
+	char *dir = tmpdir();
+	store *s = open_sync(dir, NULL);
+	CHECK_EQ(add_user(s, "alice"), STORE_OK);
+	CHECK_EQ(add_user(s, "bob"), STORE_OK);
+	store_req *r = store_req_new();
+	store_req_mailbox_create(r, "alice", "Lists/IETF", 0);
+	store_req_mailbox_create(r, "alice", "Lists/Other", 0);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	store_close(s);
+	static const char *const old[] = { "INBOX", "Sent", "Lists/IETF", NULL };
+	make_old_store(dir, old);
+	CHECK_EQ(db_entries(dir, "subscriptions"), 0);
+
+	struct store_options ro = { .readonly = true };
+	s = open_sync(dir, &ro);
+	CHECK(strcmp(subs_of(s, "alice"), "INBOX,Lists/IETF,Sent,") == 0);
+	CHECK(strcmp(subs_of(s, "bob"), "INBOX,Sent,") == 0);
+	CHECK_EQ(subscribed(s, "alice", "Lists/IETF"), STORE_OK);
+	CHECK_EQ(subscribed(s, "alice", "inbox"), STORE_OK);
+	CHECK_EQ(subscribed(s, "alice", "Lists/Other"), STORE_NOTFOUND);
+	CHECK_EQ(subscribed(s, "alice", "Nope"), STORE_NOTFOUND);
+	store_close(s);
+	CHECK_EQ(db_entries(dir, "subscriptions"), 0);    /* read-only: untouched */
+
+	s = open_sync(dir, NULL);
+	CHECK(strcmp(subs_of(s, "alice"), "INBOX,Lists/IETF,Sent,") == 0);
+	CHECK(strcmp(subs_of(s, "bob"), "INBOX,Sent,") == 0);
+	/* From now on they are names: they outlive the mailbox. */
+	r = store_req_new();
+	store_req_mailbox_delete(r, mbox(s, "alice", "Lists/IETF").id);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	CHECK_EQ(subscribed(s, "alice", "Lists/IETF"), STORE_OK);
+	CHECK_EQ(subscribe(s, "alice", "INBOX", false), STORE_OK);
+	store_close(s);
+	CHECK_EQ(db_entries(dir, "subscriptions"), 4);
+
+	/* Once: INBOX's record still has the old byte set, and it is not
+	 * copied again. */
+	s = open_sync(dir, NULL);
+	CHECK(strcmp(subs_of(s, "alice"), "Lists/IETF,Sent,") == 0);
+	store_close(s);
+	rmtree(dir);
+}
+
 int main(void)
 {
 	test_users();
@@ -1631,6 +1848,8 @@ int main(void)
 	test_keywords();
 	test_append();
 	test_late_dbs();
+	test_subscriptions();
+	test_subs_migration();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }
