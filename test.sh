@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test.sh - install what the tests need, build onebox with AddressSanitizer
 # and UBSan in build-test/, run the C unit tests (meson test), the
-# protocol tests (pytest with Debian's python3) and each fuzz target for a
-# short bounded time (tests/fuzz/run.sh, clang), and end with one line:
+# protocol tests (pytest with Debian's python3), each fuzz target for a
+# short bounded time (tests/fuzz/run.sh, clang) and the benchmark in its
+# smoke mode (tests/bench/run --smoke, with Dovecot), and end with one line:
 #   N passed, M failed
 # Exit status 0 only when nothing failed and something passed.
 # Works on a fresh Debian 12 machine as root (or with sudo): the packages
@@ -129,5 +130,18 @@ fi
 PASSED=$((PASSED + f_pass))
 FAILED=$((FAILED + f_fail))
 say "fuzz targets: $f_pass passed, $f_fail failed"
+
+# --- 5. Benchmark smoke test (tests/bench/run --smoke) -------------------
+# onebox and a private Dovecot side by side, a few seconds per scenario
+# (docs/benchmarks.md); fails only when a scenario errors on onebox, never
+# on a timing.  BENCH_SMOKE=0 skips it.
+if [ "${BENCH_SMOKE:-1}" != 0 ]; then
+	say "tests/bench/run --smoke (benchmark smoke test)"
+	if tests/bench/run --smoke </dev/null >"$BUILD/bench-smoke.log" 2>&1; then
+		PASSED=$((PASSED + 1)); say "benchmark smoke: ok"
+	else
+		tail -60 "$BUILD/bench-smoke.log"; FAILED=$((FAILED + 1)); say "benchmark smoke: FAILED"
+	fi
+fi
 
 finish "$PASSED" "$FAILED"

@@ -283,6 +283,16 @@ const unsigned char *sasl_challenge(const sasl *x, size_t *len)
 	return x->chal;
 }
 
+char *sasl_challenge_b64(const sasl *x)
+{
+	size_t cap = x->chal_len / 3 * 4 + 8;
+	char *b64 = malloc(cap);
+
+	if (b64)
+		sasl_b64_encode(x->chal, x->chal_len, b64, cap);
+	return b64;
+}
+
 const char *sasl_user(const sasl *x)
 {
 	return x->user;
@@ -641,5 +651,18 @@ enum sasl_status sasl_step(sasl *x, unsigned char *in, size_t len, bool present)
 		explicit_bzero(in, len);
 	if (st != SASL_CONTINUE && st != SASL_PENDING)
 		x->state = ST_OVER;
+	return st;
+}
+
+enum sasl_status sasl_step_b64(sasl *x, const char *b64, size_t len)
+{
+	unsigned char buf[SASL_MAX_MESSAGE];
+	long n = sasl_b64_decode(b64, len, buf, sizeof buf);
+	enum sasl_status st;
+
+	if (n < 0)
+		return SASL_BAD_BASE64;
+	st = sasl_step(x, buf, (size_t)n, true);
+	explicit_bzero(buf, sizeof buf);
 	return st;
 }

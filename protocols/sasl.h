@@ -31,7 +31,12 @@ enum sasl_status {
 	SASL_FAILED,        /* wrong credentials (the server already delayed the answer) */
 	SASL_MALFORMED,     /* the response broke the mechanism's syntax */
 	SASL_NOT_PERMITTED, /* an authorization identity other than the user's own */
+	SASL_BAD_BASE64,    /* sasl_step_b64: the client's message is not base64 */
 };
+
+/* The longest client message, decoded (a SCRAM client-final message with
+ * its proof is about 150 octets; PLAIN holds two names and a password). */
+#define SASL_MAX_MESSAGE 4096
 
 /* Which mechanisms a connection may use right now (the plaintext policy:
  * PLAIN and LOGIN need TLS or auth.allow_plaintext; SCRAM-SHA-256 is
@@ -56,8 +61,15 @@ sasl *sasl_new(conn *c, const char *name, sasl_cb cb, void *arg);
  * initial response (RFC 4422 section 5 item 2a).  An empty initial
  * response ("=" in IMAP/POP3) is PRESENT with LEN 0.  IN may be wiped. */
 enum sasl_status sasl_step(sasl *x, unsigned char *in, size_t len, bool present);
+/* sasl_step on one base64 client message as IMAP and POP3 carry it (RFC
+ * 4422 section 4): decoded into a buffer that is wiped afterwards;
+ * SASL_BAD_BASE64 if it does not decode (or is over SASL_MAX_MESSAGE). */
+enum sasl_status sasl_step_b64(sasl *x, const char *b64, size_t len);
 /* The challenge to send after SASL_CONTINUE (may be empty). */
 const unsigned char *sasl_challenge(const sasl *x, size_t *len);
+/* The same in base64, NUL-terminated, for the "+ " line; the caller
+ * frees it.  NULL when out of memory. */
+char *sasl_challenge_b64(const sasl *x);
 /* After SASL_SUCCESS: the canonical user name and id. */
 const char *sasl_user(const sasl *x);
 uint32_t sasl_user_id(const sasl *x);

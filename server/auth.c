@@ -215,6 +215,7 @@ static struct {
 	unsigned char key[32];         /* random per process: keys every HMAC here */
 	struct lru cache, by_addr, by_user;
 	struct auth_job *delayed;      /* jobs whose answer waits on a timer */
+	struct auth_job *flights;      /* hashes running on the thread pool */
 } A;
 
 static const struct cfg_auth *auth_cfg(conn *c)
@@ -365,6 +366,10 @@ struct auth_job {
 	char *hash;             /* NULL: no such user */
 	unsigned char pw[32];   /* cache: HMAC of user NUL password */
 	bool ok;
+	/* Single flight: a job whose hash runs is in A.flights; identical
+	 * checks that arrive meanwhile wait on its followers list. */
+	struct auth_job *fnext, **fpprev;
+	struct auth_job *followers, *follow_next;
 };
 
 static void job_free(uv_handle_t *h)
@@ -484,14 +489,48 @@ static bool cache_hit(struct auth_job *j)
 	return equal32(e->pw, j->pw);
 }
 
+/*
+ * A hash for the same name, password and stored hash already running: the
+ * answer will be the same, so wait for it instead of hashing again.  Many
+ * clients of one account logging in at once (a pool of IMAP connections,
+ * a restart of the daemon) would otherwise queue one slow hash each, all
+ * before the first could fill the cache.  Unknown names are joined the
+ * same way (their key is the name as typed and no hash), so answers for
+ * them take as long as for known names under load too.
+ */
+static struct auth_job *flight_find(const struct auth_job *j)
+{
+	for (struct auth_job *f = A.flights; f; f = f->fnext) {
+		if (!equal32(f->pw, j->pw) || f->user_id != j->user_id)
+			continue;
+		if (!f->hash != !j->hash || (f->hash && strcmp(f->hash, j->hash) != 0))
+			continue;
+		return f;
+	}
+	return NULL;
+}
+
 static void auth_done(uv_work_t *w, int status)
 {
 	struct auth_job *j = w->data;
 	bool ok = status == 0 && j->ok;
+	if (j->fpprev) {
+		*j->fpprev = j->fnext;
+		if (j->fnext)
+			j->fnext->fpprev = j->fpprev;
+		j->fpprev = NULL;
+	}
 	if (ok)
 		cache_put(j);
 	explicit_bzero(j->password, strlen(j->password));
+	struct auth_job *f = j->followers;
+	j->followers = NULL;
 	auth_finish(j, ok);
+	while (f) {
+		struct auth_job *next = f->follow_next;
+		auth_finish(f, ok);
+		f = next;
+	}
 }
 
 static void password_start(conn *c, const char *user, const char *password, conn_auth_cb cb,
@@ -522,11 +561,26 @@ static void password_start(conn *c, const char *user, const char *password, conn
 	}
 	if (j->user)
 		auth_mac("pw", j->user, strlen(j->user), password, strlen(password), j->pw);
+	else
+		auth_mac("pw", j->typed, strlen(j->typed), password, strlen(password), j->pw);
 	if (j->user && cache_hit(j)) {
 		conn_log(c, LOGL_DEBUG, "auth: verification cache hit");
 		auth_finish(j, true);
 		return;
 	}
+	struct auth_job *lead = flight_find(j);
+	if (lead) {
+		conn_log(c, LOGL_DEBUG, "auth: joining a verification in progress");
+		explicit_bzero(j->password, strlen(j->password));
+		j->follow_next = lead->followers;
+		lead->followers = j;
+		return;
+	}
+	j->fnext = A.flights;
+	if (j->fnext)
+		j->fnext->fpprev = &j->fnext;
+	j->fpprev = &A.flights;
+	A.flights = j;
 	j->work.data = j;
 	if (uv_queue_work(conn_server(c)->loop, &j->work, auth_work, auth_done) != 0)
 		auth_done(&j->work, -1);

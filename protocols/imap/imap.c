@@ -31,7 +31,6 @@
 #define IMAP_MAX_BAD 20
 #define IMAP_MAX_USER 255
 #define IMAP_MAX_PASS 1024
-#define IMAP_MAX_SASL 4096
 
 /* The session and what only this file needs of it. */
 struct imap_conn {
@@ -487,15 +486,12 @@ static void imap_sasl_outcome(struct imap_session *s, enum sasl_status st)
 	switch (st) {
 	case SASL_CONTINUE: {
 		/* RFC 3501 §7.5: "+ " and the base64 challenge. */
-		size_t n;
-		const unsigned char *ch = sasl_challenge(ic->sasl, &n);
-		char *b64 = malloc(n / 3 * 4 + 8);
+		char *b64 = sasl_challenge_b64(ic->sasl);
 		if (!b64) {
 			imap_sasl_end(s);
 			imap_no(s, "UNAVAILABLE", "Out of memory");
 			return;
 		}
-		sasl_b64_encode(ch, n, b64, n / 3 * 4 + 8);
 		imap_write_str(&s->out, "+ ");
 		imap_write_str(&s->out, b64);
 		imap_write_crlf(&s->out);
@@ -530,6 +526,10 @@ static void imap_sasl_outcome(struct imap_session *s, enum sasl_status st)
 		imap_sasl_end(s);
 		imap_bad(s, NULL, "Malformed SASL response");
 		return;
+	case SASL_BAD_BASE64:
+		imap_sasl_end(s);
+		imap_bad(s, NULL, "Invalid base64 in the SASL response");
+		return;
 	}
 }
 
@@ -544,16 +544,7 @@ static void imap_sasl_cb(sasl *x, void *arg, enum sasl_status st)
 /* One base64 client message (an initial response or a continuation line). */
 static void imap_sasl_data(struct imap_session *s, const char *b64, size_t len)
 {
-	unsigned char buf[IMAP_MAX_SASL];
-	long n = sasl_b64_decode(b64, len, buf, sizeof buf);
-
-	if (n < 0) {
-		imap_sasl_end(s);
-		imap_bad(s, NULL, "Invalid base64 in the SASL response");
-		return;
-	}
-	imap_sasl_outcome(s, sasl_step(imap_conn_of(s)->sasl, buf, (size_t)n, true));
-	explicit_bzero(buf, sizeof buf);
+	imap_sasl_outcome(s, sasl_step_b64(imap_conn_of(s)->sasl, b64, len));
 }
 
 static void imap_cmd_authenticate(struct imap_session *s, struct imap_cmd *cmd)

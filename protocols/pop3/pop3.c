@@ -704,15 +704,12 @@ static void pop3_sasl_outcome(struct pop3_session *s, enum sasl_status st)
 
 	switch (st) {
 	case SASL_CONTINUE: {
-		size_t n;
-		const unsigned char *ch = sasl_challenge(s->sasl, &n);
-		char *b64 = malloc(n / 3 * 4 + 8);
+		char *b64 = sasl_challenge_b64(s->sasl);
 		if (!b64) {
 			pop3_sasl_end(s);
 			conn_puts(s->c, "-ERR [SYS/TEMP] Out of memory\r\n");
 			break;
 		}
-		sasl_b64_encode(ch, n, b64, n / 3 * 4 + 8);
 		conn_printf(s->c, "+ %s\r\n", b64);
 		free(b64);
 		s->state = POP3_SASL;
@@ -740,6 +737,10 @@ static void pop3_sasl_outcome(struct pop3_session *s, enum sasl_status st)
 		pop3_sasl_end(s);
 		conn_puts(s->c, "-ERR Malformed SASL response\r\n");
 		break;
+	case SASL_BAD_BASE64:
+		pop3_sasl_end(s);
+		conn_puts(s->c, "-ERR Invalid base64 in the SASL response\r\n");
+		break;
 	}
 	pop3_resume(s);
 }
@@ -756,16 +757,7 @@ static void pop3_sasl_cb(sasl *x, void *arg, enum sasl_status st)
  * (RFC 5034 section 4), an empty line an empty continuation. */
 static void pop3_sasl_data(struct pop3_session *s, const char *b64, size_t len)
 {
-	unsigned char buf[4096];
-	long n = sasl_b64_decode(b64, len, buf, sizeof buf);
-
-	if (n < 0) {
-		pop3_sasl_end(s);
-		conn_puts(s->c, "-ERR Invalid base64 in the SASL response\r\n");
-		return;
-	}
-	pop3_sasl_outcome(s, sasl_step(s->sasl, buf, (size_t)n, true));
-	explicit_bzero(buf, sizeof buf);
+	pop3_sasl_outcome(s, sasl_step_b64(s->sasl, b64, len));
 }
 
 static void pop3_sasl_line(struct pop3_session *s, char *line, size_t len)

@@ -488,3 +488,41 @@ def test_guessing_slows_one_address_only(daemon_factory):
     p.close()
     mine = [x for x in delays(d) if x[2] == "127.0.0.1"]
     assert len(mine) == 1 and mine[0][3] == 1 and mine[0][0] == 10
+
+
+def _concurrent_logins(daemon, user, password, n):
+    """N connections send LOGIN at once; returns their tagged answers."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = daemon.raw(daemon.imap_port)
+            f = s.makefile("rb")
+            assert f.readline().startswith(b"* OK")
+            socks.append((s, f))
+        for s, _ in socks:
+            s.sendall(b'a LOGIN "%s" "%s"\r\n' % (user.encode(), password.encode()))
+        answers = []
+        for _, f in socks:
+            line = f.readline()
+            for _ in range(20):  # skip untagged lines, boundedly
+                if line.startswith(b"a "):
+                    break
+                line = f.readline()
+            answers.append(line.split(b" ")[1])
+        return answers
+    finally:
+        for s, f in socks:
+            f.close()
+            s.close()
+
+
+def test_simultaneous_logins_of_one_account(daemon):
+    # Identical checks in flight are answered by one hash (auth.c
+    # single flight); every client must still get its own right answer.
+    assert _concurrent_logins(daemon, "alice", "alice-pw", 30) == [b"OK"] * 30
+    assert daemon.log_text().count("login as alice") >= 30
+    # The same for a wrong password and for an unknown name: all refused.
+    assert _concurrent_logins(daemon, "alice", "wrong", 6) == [b"NO"] * 6
+    assert _concurrent_logins(daemon, "nobody", "wrong", 6) == [b"NO"] * 6
+    # And a right password still works afterwards.
+    daemon.imap("alice", "alice-pw").logout()

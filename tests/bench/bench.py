@@ -1,0 +1,1493 @@
+#!/usr/bin/python3
+"""
+bench.py - run onebox and Dovecot side by side under the same load and
+report absolute figures and the onebox/Dovecot ratio (issue 6).
+
+It starts both servers as private instances on free loopback ports in a
+fresh temporary folder, creates the same users with the same kind of
+password hash in both, loads the same mail into both over LMTP, then runs
+every scenario with onebox-loadgen (tests/bench/loadgen.c) against onebox,
+then Dovecot, then onebox, then Dovecot (--rounds), so that drift of the
+machine cancels.  Around each run it reads the CPU time of every server
+process (/proc/PID/stat) and their memory (PSS, /proc/PID/smaps_rollup).
+The result is a Markdown table on stdout and in OUT/results.md, with the
+raw data in OUT/results.json.  docs/benchmarks.md describes the scenarios
+and the fairness rules; tests/bench/run is the one command that builds and
+calls this.
+
+Python 3 standard library only (Debian's /usr/bin/python3).  Every wait is
+bounded, both servers are stopped on any exit, and only loopback addresses
+are used.
+"""
+
+import argparse
+import ctypes
+import json
+import math
+import os
+import pathlib
+import platform
+import pwd
+import grp
+import random
+import re
+import resource
+import shutil
+import signal
+import smtplib
+import socket
+import imaplib
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+
+HOST = "127.0.0.1"
+PASSWORD = "bench-password"
+SEARCH_WORD = "zebra"
+BENCH_USER = "onebench"          # the uid both servers' mail code runs as (root only)
+AUTH_CACHE_TTL = "5m"            # onebox auth.cache_ttl default; Dovecot matches it
+START_TIMEOUT = 30               # seconds for a server to accept on every port
+STOP_TIMEOUT = 30                # seconds for a clean exit after SIGTERM
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def say(msg):
+    print("bench: " + msg, file=sys.stderr, flush=True)
+
+
+def shout(msg):
+    """Something the reader must not miss (Dovecot missing, say)."""
+    bar = "!" * 72
+    print("\n%s\nbench: %s\n%s\n" % (bar, msg, bar), file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    pass
+
+
+class Interrupted(BaseException):
+    """A signal or the overall time bound: unwind and clean up."""
+
+
+# ------------------------------------------------------------ /proc readings
+
+def proc_table():
+    """{pid: (ppid, cpu_ticks)} of every process, cpu_ticks counting its own
+    and its reaped children's user and system time."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name, "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: split after the
+        # last ')'.  Fields then start at "state" (field 3 of proc(5)).
+        rest = data[data.rfind(b")") + 2:].split()
+        try:
+            ppid = int(rest[1])
+            ticks = int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])
+        except (IndexError, ValueError):
+            continue
+        out[int(name)] = (ppid, ticks)
+    return out
+
+
+def tree_pids(root, table=None):
+    """ROOT and all its descendants."""
+    table = table if table is not None else proc_table()
+    children = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = [], [root] if root in table else []
+    while todo and len(out) < 1000000:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, ()))
+    return out
+
+
+def tree_cpu(root):
+    """Seconds of CPU used so far by ROOT's process tree.  A child that has
+    exited and been reaped is in its parent's cutime/cstime, so the sum only
+    grows; the difference of two readings is the CPU of the interval."""
+    table = proc_table()
+    return sum(table[p][1] for p in tree_pids(root, table)) / CLK_TCK
+
+
+def tree_pss_kib(root):
+    """Memory of ROOT's tree: {"pss_kib": sum of every process's PSS,
+    "pss_anon_kib": the anonymous part of it (heap, stacks: not the page
+    cache of a memory-mapped file such as onebox's LMDB), "pss_procs": how
+    many processes}, all from /proc/PID/smaps_rollup."""
+    total, anon, n = 0, 0, 0
+    for pid in tree_pids(root):
+        try:
+            with open("/proc/%d/smaps_rollup" % pid) as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        n += 1
+                    elif line.startswith("Pss_Anon:"):
+                        anon += int(line.split()[1])
+        except (OSError, ValueError):
+            continue
+    return {"pss_kib": total, "pss_anon_kib": anon, "pss_procs": n}
+
+
+# ------------------------------------------------------------- identities
+
+class Identity:
+    """Who the servers' mail code runs as.  As root: the system user
+    "onebench" (created if missing), for both servers, because Dovecot
+    refuses to touch mail as root.  Otherwise: the current user."""
+
+    def __init__(self):
+        self.root = os.geteuid() == 0
+        if self.root:
+            try:
+                pw = pwd.getpwnam(BENCH_USER)
+            except KeyError:
+                say("creating the system user %s" % BENCH_USER)
+                subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
+                                "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+                                BENCH_USER], check=True, timeout=60,
+                               stdin=subprocess.DEVNULL)
+                pw = pwd.getpwnam(BENCH_USER)
+        else:
+            pw = pwd.getpwuid(os.geteuid())
+        self.user = pw.pw_name
+        self.uid = pw.pw_uid
+        self.gid = pw.pw_gid
+        self.group = grp.getgrgid(pw.pw_gid).gr_name
+
+    def give(self, path):
+        if self.root:
+            os.chown(path, self.uid, self.gid)
+
+
+def crypt_hash(password):
+    """A crypt(3) hash made exactly as `onebox user add` makes one
+    (server/auth.c: crypt_gensalt_ra("$y$", 0) - yescrypt at libxcrypt's
+    default cost - falling back to SHA-512-crypt), for Dovecot's {CRYPT}."""
+    lib = ctypes.CDLL("libcrypt.so.1")
+    libc = ctypes.CDLL(None)
+    lib.crypt_gensalt_ra.restype = ctypes.c_void_p
+    lib.crypt_gensalt_ra.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
+    lib.crypt.restype = ctypes.c_char_p
+    lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    libc.free.argtypes = [ctypes.c_void_p]
+    for prefix in (b"$y$", b"$6$"):
+        p = lib.crypt_gensalt_ra(prefix, 0, None, 0)
+        if not p:
+            continue
+        salt = ctypes.cast(p, ctypes.c_char_p).value
+        libc.free(p)
+        h = lib.crypt(password.encode(), salt)
+        if h and not h.startswith(b"*"):
+            return h.decode()
+    raise BenchError("libcrypt made no hash")
+
+
+# ---------------------------------------------------------------- helpers
+
+def free_ports(n):
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((HOST, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def wait_ports(ports, proc, timeout, log):
+    """Until every port accepts, the process dies, or TIMEOUT passes."""
+    deadline = time.monotonic() + timeout
+    pending = list(ports)
+    while pending:
+        if proc.poll() is not None:
+            raise BenchError("exited with status %s before listening; log:\n%s"
+                             % (proc.returncode, tail(log)))
+        if time.monotonic() > deadline:
+            raise BenchError("not listening on %s after %d s; log:\n%s"
+                             % (pending, timeout, tail(log)))
+        try:
+            with socket.create_connection((HOST, pending[0]), timeout=1):
+                pending.pop(0)
+        except OSError:
+            time.sleep(0.1)
+
+
+def tail(path, n=30):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 8192))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+        return "\n".join(lines[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def stop_process(proc, name, group=True):
+    """SIGTERM, a bounded wait, then SIGKILL (the whole process group when
+    GROUP: Dovecot's children share the master's)."""
+    if proc is None:
+        return None
+    pids = tree_pids(proc.pid) if proc.poll() is None else []
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            say("%s did not stop in %d s: killing it" % (name, STOP_TIMEOUT))
+        except OSError:
+            pass
+    if group:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    return proc.returncode
+
+
+# ---------------------------------------------------------- message bytes
+
+WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo "
+         "lima mike november oscar papa quebec romeo sierra tango uniform victor "
+         "whiskey xray yankee meeting invoice report schedule project review draft "
+         "budget quarter customer order shipment release server mailbox folder "
+         "lunch coffee garden weather holiday office printer network backup").split()
+assert SEARCH_WORD not in WORDS
+
+
+def make_message(seq, size, subject=None, body_extra=""):
+    """A plain-text message of about SIZE octets, CRLF line ends, no line
+    starting with a dot.  Deterministic in SEQ so both servers get the
+    same bytes."""
+    rnd = random.Random(seq)
+    subj = subject or " ".join(rnd.choice(WORDS) for _ in range(5))
+    head = ("From: Sender %d <sender%d@example.org>\r\n"
+            "To: Bench <bench@example.net>\r\n"
+            "Subject: %s\r\n"
+            "Date: Mon, 2 Jun 2025 10:%02d:%02d +0000\r\n"
+            "Message-ID: <bench-%d@example.org>\r\n"
+            "MIME-Version: 1.0\r\n"
+            "Content-Type: text/plain; charset=us-ascii\r\n"
+            "\r\n" % (seq % 97, seq % 97, subj, seq // 60 % 60, seq % 60, seq))
+    lines, n = [], len(head)
+    if body_extra:
+        lines.append(body_extra)
+        n += len(body_extra) + 2
+    while n < size:
+        line = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(6, 12)))
+        lines.append(line)
+        n += len(line) + 2
+    return (head + "\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+class Lmtp:
+    """A minimal LMTP client for loading data (not for measuring): one
+    connection, transactions of up to 100 recipients, one reply per
+    recipient after DATA (RFC 2033 section 4.2)."""
+
+    def __init__(self, port, timeout=120):
+        self.c = smtplib.LMTP(HOST, port, timeout=timeout)
+        code, msg = self.c.ehlo("bench.localhost")
+        if code != 250:
+            raise BenchError("LHLO: %s %s" % (code, msg))
+
+    def deliver(self, rcpts, msg):
+        for i in range(0, len(rcpts), 100):
+            batch = rcpts[i:i + 100]
+            code, text = self.c.mail("bench@localhost")
+            if code != 250:
+                raise BenchError("MAIL: %s %s" % (code, text))
+            for r in batch:
+                code, text = self.c.rcpt(r)
+                if code != 250:
+                    raise BenchError("RCPT %s: %s %s" % (r, code, text))
+            code, text = self.c.docmd("DATA")
+            if code != 354:
+                raise BenchError("DATA: %s %s" % (code, text))
+            data = msg.replace(b"\r\n.", b"\r\n..")
+            self.c.send(data + b".\r\n")
+            for r in batch:
+                code, text = self.c.getreply()
+                if code != 250:
+                    raise BenchError("delivery to %s: %s %s" % (r, code, text))
+
+    def close(self):
+        try:
+            self.c.quit()
+        except (OSError, smtplib.SMTPException):
+            pass
+
+
+# ---------------------------------------------------------------- servers
+
+class Server:
+    """One server under test: its ports, its process, its readings."""
+
+    name = "?"
+
+    def __init__(self, work, ident, conns):
+        self.work = work
+        self.ident = ident
+        self.conns = conns               # connections it must be able to hold
+        self.proc = None
+        self.log = None
+        self.imap, self.pop3, self.lmtp = free_ports(3)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def cpu(self):
+        return tree_cpu(self.proc.pid)
+
+    def pss(self):
+        return tree_pss_kib(self.proc.pid)
+
+    def start(self):
+        logf = open(self.log, "ab")
+        try:
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                         stdout=logf, stderr=logf, start_new_session=True)
+        finally:
+            logf.close()
+        try:
+            wait_ports([self.imap, self.pop3, self.lmtp], self.proc, START_TIMEOUT, self.log)
+        except BenchError as e:
+            self.stop()
+            raise BenchError("%s: %s" % (self.name, e))
+
+    def stop(self):
+        rc = stop_process(self.proc, self.name)
+        self.proc = None
+        return rc
+
+
+class Onebox(Server):
+    name = "onebox"
+
+    def __init__(self, work, ident, conns, binary):
+        super().__init__(work, ident, conns)
+        self.binary = binary
+        self.conf = work / "onebox.conf"
+        self.log = work / "onebox.log"
+        store = work / "store"
+        store.mkdir()
+        ident.give(store)
+        lines = [
+            'storage = { path = "%s"; };' % store,
+            "listen = (",
+            '  { protocol = "imap"; address = "%s"; port = %d; },' % (HOST, self.imap),
+            '  { protocol = "pop3"; address = "%s"; port = %d; },' % (HOST, self.pop3),
+            '  { protocol = "lmtp"; address = "%s"; port = %d; }' % (HOST, self.lmtp),
+            ");",
+            # No TLS on either side; the same password cache lifetime.
+            'auth = { allow_plaintext = true; cache_ttl = "%s"; };' % AUTH_CACHE_TTL,
+            # Raised as far as Dovecot's limits are.
+            "limits = { max_connections = %d; max_per_address = %d; };" % (conns, conns),
+            'log_level = "warn";',
+        ]
+        if ident.root:
+            lines.append('user = "%s";' % ident.user)
+        self.conf.write_text("\n".join(lines) + "\n")
+
+    def command(self):
+        return [str(self.binary), "serve", "-c", str(self.conf)]
+
+    def add_users(self, names):
+        for name in names:
+            r = subprocess.run([str(self.binary), "user", "add", name, "-c", str(self.conf)],
+                               input=(PASSWORD + "\n").encode(), capture_output=True,
+                               timeout=60)
+            if r.returncode != 0:
+                raise BenchError("onebox user add %s: %s" % (name, r.stderr.decode(errors="replace")))
+
+
+class Dovecot(Server):
+    name = "Dovecot"
+
+    def __init__(self, work, ident, conns, binary):
+        super().__init__(work, ident, conns)
+        self.binary = binary
+        self.conf = work / "dovecot.conf"
+        self.log = work / "dovecot.log"
+        self.passwd = work / "users.passwd"
+        self.home = work / "home"
+        self.home.mkdir()
+        ident.give(self.home)
+        (work / "state").mkdir()
+        self.passwd.write_text("")
+        os.chmod(self.passwd, 0o644)
+        if ident.root:
+            internal_user, internal_group, login_user = "dovecot", "dovecot", "dovenull"
+            for u in ("dovecot", "dovenull"):
+                try:
+                    pwd.getpwnam(u)
+                except KeyError:
+                    internal_user = internal_group = login_user = ident.user
+        else:
+            internal_user, internal_group, login_user = ident.user, ident.group, ident.user
+        subst = {
+            "WORK": str(work),
+            "INSTANCE": str(os.getpid()),
+            "INTERNAL_USER": internal_user,
+            "INTERNAL_GROUP": internal_group,
+            "LOGIN_USER": login_user,
+            "FIRST_UID": str(max(1, ident.uid)),
+            "FIRST_GID": str(max(1, ident.gid)),
+            "PASSWD": str(self.passwd),
+            "CACHE_TTL": {"5m": "5 mins"}.get(AUTH_CACHE_TTL, AUTH_CACHE_TTL),
+            "IDLE_CONNS": str(conns),
+            "PROCESS_LIMIT": str(conns + 500),
+            "CLIENT_LIMIT": str(2 * conns + 1000),
+            # The sums Dovecot checks at start-up: six services with that
+            # process limit may hold an auth connection, three an anvil one.
+            "AUTH_CLIENT_LIMIT": str(6 * (conns + 500) + 100),
+            "ANVIL_CLIENT_LIMIT": str(3 * (conns + 500) + 100),
+            "NPROC": str(os.cpu_count() or 2),
+            "IMAP_PORT": str(self.imap),
+            "POP3_PORT": str(self.pop3),
+            "LMTP_PORT": str(self.lmtp),
+        }
+        text = (HERE / "dovecot" / "dovecot.conf.in").read_text()
+        for k, v in subst.items():
+            text = text.replace("@%s@" % k, v)
+        left = re.search(r"@[A-Z_]+@", text)
+        if left:
+            raise BenchError("dovecot.conf.in: %s is not replaced" % left.group(0))
+        self.conf.write_text(text)
+
+    def command(self):
+        return [self.binary, "-F", "-c", str(self.conf)]
+
+    def add_users(self, names):
+        lines = []
+        for name in names:
+            lines.append("%s:{CRYPT}%s:%d:%d::%s/%s::\n"
+                         % (name, crypt_hash(PASSWORD), self.ident.uid, self.ident.gid,
+                            self.home, name))
+        with open(self.passwd, "a") as f:
+            f.writelines(lines)
+
+    def settings(self):
+        """`doveconf -n`: every setting that differs from Dovecot's defaults."""
+        doveconf = shutil.which("doveconf") or "/usr/bin/doveconf"
+        try:
+            r = subprocess.run([doveconf, "-n", "-c", str(self.conf)], capture_output=True,
+                               timeout=30)
+            return r.stdout.decode(errors="replace")
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+
+# -------------------------------------------------------------- the plan
+
+class Plan:
+    """What to run, from the command line: the full benchmark or --smoke."""
+
+    def __init__(self, a):
+        self.smoke = a.smoke
+        self.rounds = a.rounds or (1 if a.smoke else 2)
+        # Dovecot verifies yescrypt on each of the 10,000 logins: one idle
+        # round per side takes it half an hour here, so the full run does one.
+        self.idle_rounds = a.idle_rounds or (1 if a.smoke else min(self.rounds, 1))
+        self.duration = a.duration or (3 if a.smoke else 20)
+        self.mix_clients = ints(a.mix_clients) or ([10] if a.smoke else [10, 100])
+        self.pop3_clients = a.pop3_clients or (4 if a.smoke else 10)
+        self.lmtp_senders = ints(a.lmtp_senders) or ([4] if a.smoke else [1, 10, 50])
+        self.lmtp_sizes = ints(a.lmtp_sizes) or [4096, 262144]
+        self.idle = a.idle if a.idle is not None else (100 if a.smoke else 10000)
+        self.large = ints(a.large) or ([2000] if a.smoke else [100000, 1000000])
+        self.large_repeat = a.large_repeat or (2 if a.smoke else 3)
+        self.mix_messages = 20 if a.smoke else 100
+        self.deliveries = 5 if a.smoke else 20
+        self.only = set(a.only.split(",")) if a.only else None
+        self.mix_users = max(self.mix_clients)
+        self.pop3_users = self.pop3_clients
+        self.lmtp_users = max(self.lmtp_senders)
+
+    def wants(self, scenario):
+        return self.only is None or scenario in self.only
+
+
+def ints(text):
+    if not text:
+        return []
+    return [int(x) for x in str(text).split(",") if x.strip()]
+
+
+def mix_user(i):
+    return "mix%d" % i
+
+
+def big_fmt(size):
+    return "big%d_%%d" % size
+
+
+# ------------------------------------------------------------ the loadgen
+
+def settle(server, procs_before, bound):
+    """Wait, at most BOUND seconds, until SERVER has at most 200 processes
+    more than PROCS_BEFORE (Dovecot keeps some idle ones for reuse for a
+    minute: its normal state); the seconds it took."""
+    t0 = time.monotonic()
+    while bound and server.alive() and time.monotonic() - t0 < bound:
+        if len(tree_pids(server.proc.pid)) <= procs_before + 200:
+            break
+        time.sleep(1)
+    return round(time.monotonic() - t0, 1)
+
+
+def run_loadgen(loadgen, args, server, timeout, on_ready=None, sample_at=None,
+                settle_bound=0):
+    """Run onebox-loadgen once against SERVER and return a record: its JSON,
+    exit status, server CPU seconds and PSS, the generator's own CPU."""
+    cmd = [str(loadgen)] + [str(a) for a in args]
+    rec = {"server": server.name, "argv": cmd[1:]}
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu0 = server.cpu()
+    pss0 = server.pss()
+    rec["pss_before_kib"] = pss0["pss_kib"]
+    rec["pss_anon_before_kib"] = pss0["pss_anon_kib"]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if on_ready else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    stderr_lines = []
+    ready = threading.Event()
+
+    def read_stderr():
+        for raw in proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if len(stderr_lines) < 2000:
+                stderr_lines.append(line)
+            if line.startswith("READY"):
+                rec["ready_line"] = line
+                ready.set()
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    out_chunks = []
+    out_reader = threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()),
+                                  daemon=True)
+    out_reader.start()
+    deadline = t0 + timeout
+    try:
+        if on_ready:
+            while not ready.is_set() and proc.poll() is None and time.monotonic() < deadline:
+                ready.wait(0.2)
+            if ready.is_set():
+                rec["ready_seconds"] = round(time.monotonic() - t0, 2)
+                on_ready(rec)
+                try:
+                    proc.stdin.write(b"\n")
+                    proc.stdin.flush()
+                except OSError:
+                    pass
+            else:
+                rec["ready_seconds"] = None
+        elif sample_at:
+            while proc.poll() is None and time.monotonic() < t0 + sample_at:
+                time.sleep(0.1)
+            if proc.poll() is None:
+                rec.update(server.pss())
+        try:
+            proc.wait(timeout=max(1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            say("loadgen ran past its %d s bound: killing it" % timeout)
+            rec["killed"] = True
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            proc.wait(timeout=10)
+        reader.join(5)
+        out_reader.join(5)
+    rec["wall_seconds"] = round(time.monotonic() - t0, 2)
+    # After the idle scenario, let the server finish what the run left it
+    # (Dovecot's 10,000 processes of closed sessions exit one by one)
+    # before reading its CPU and before the next run starts, so that no run
+    # pays for the one before.  (Elsewhere the few idle processes Dovecot
+    # keeps for reuse are its normal state.)
+    rec["settle_seconds"] = settle(server, pss0["pss_procs"], settle_bound)
+    rec["server_cpu_s"] = round(server.cpu() - cpu0, 3)
+    if "pss_kib" not in rec and not on_ready:
+        rec.update(server.pss())
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rec["loadgen_cpu_s"] = round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 3)
+    rec["exit"] = proc.returncode
+    rec["stderr_tail"] = stderr_lines[-15:]
+    out = b"".join(c for c in out_chunks if c).decode("utf-8", "replace").strip()
+    rec["result"] = parse_json(out)
+    rec["server_alive"] = server.alive()
+    return rec
+
+
+def parse_json(text):
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    return None
+
+
+def run_problem(rec, clients):
+    """Why this run counts as an error for --smoke, or None.  Never a
+    timing: only a generator that failed or produced nothing, a server that
+    died, or errors as many as the clients (every client failing)."""
+    if rec.get("killed"):
+        return "loadgen did not finish in time"
+    if rec["exit"] != 0:
+        return "loadgen exited with status %s" % rec["exit"]
+    if not rec["server_alive"]:
+        return "the server died"
+    res = rec["result"]
+    if not isinstance(res, dict):
+        return "loadgen printed no JSON result"
+    if (res.get("ops") or 0) == 0 and (res.get("messages") or 0) == 0 \
+            and not res.get("idle") and not res.get("latency_ms"):
+        return "no operation completed"
+    if (res.get("errors") or 0) >= max(1, clients):
+        return "%s errors for %d clients: %s" % (res.get("errors"), clients,
+                                                  (res.get("error_samples") or [])[:3])
+    return None
+
+
+# -------------------------------------------------------------- scenarios
+
+class Bench:
+    def __init__(self, plan, args, loadgen, onebox_bin, dovecot_bin):
+        self.plan = plan
+        self.args = args
+        self.loadgen = loadgen
+        self.ident = Identity()
+        base = args.workdir or None
+        self.work = pathlib.Path(tempfile.mkdtemp(prefix="onebox-bench-", dir=base))
+        os.chmod(self.work, 0o755)
+        say("work folder %s" % self.work)
+        conns = max(plan.idle, max(plan.mix_clients), 100) + 200
+        (self.work / "onebox").mkdir()
+        (self.work / "dovecot").mkdir()
+        self.servers = [Onebox(self.work / "onebox", self.ident, conns, onebox_bin)]
+        self.dovecot_note = None
+        if dovecot_bin:
+            self.servers.append(Dovecot(self.work / "dovecot", self.ident, conns, dovecot_bin))
+        self.runs = []            # every run record
+        self.problems = []        # (scenario, server, why)
+        self.builds = {}          # large mailbox build seconds
+        self.seed = args.seed
+        self.onebox_conf = self.servers[0].conf.read_text()
+        self.doveconf = self.servers[1].settings() if len(self.servers) > 1 else ""
+
+    # -- setup -------------------------------------------------------------
+
+    def users(self):
+        p = self.plan
+        names = []
+        if p.wants("imap-mix"):
+            names += [mix_user(i) for i in range(p.mix_users)]
+        if p.wants("pop3"):
+            names += ["pop%d" % i for i in range(p.pop3_users)]
+        if p.wants("lmtp"):
+            names += ["lmtp%d" % i for i in range(p.lmtp_users)]
+        if p.wants("idle") and p.idle:
+            names.append("idle0")
+        if p.wants("large"):
+            names += [big_fmt(n) % 0 for n in p.large]
+        return names
+
+    def setup(self):
+        names = self.users()
+        started = []
+        for s in list(self.servers):
+            t0 = time.monotonic()
+            try:
+                s.add_users(names)
+                s.start()
+            except (BenchError, OSError, subprocess.SubprocessError) as e:
+                if isinstance(s, Dovecot):
+                    shout("Dovecot could not be started; running onebox alone.\n%s" % e)
+                    self.dovecot_note = "Dovecot failed to start: %s" % str(e).splitlines()[0]
+                    self.servers.remove(s)
+                    continue
+                raise BenchError("onebox did not start: %s" % e)
+            say("%s: %d users, listening (imap %d, pop3 %d, lmtp %d) in %.1f s"
+                % (s.name, len(names), s.imap, s.pop3, s.lmtp, time.monotonic() - t0))
+            started.append(s)
+        if self.plan.wants("imap-mix"):
+            for s in self.servers:
+                t0 = time.monotonic()
+                self.preload_mix(s)
+                say("%s: %d messages of 4 KiB in each of %d mailboxes in %.1f s"
+                    % (s.name, self.plan.mix_messages, self.plan.mix_users, time.monotonic() - t0))
+
+    def preload_mix(self, s):
+        rcpts = ["%s@localhost" % mix_user(i) for i in range(self.plan.mix_users)]
+        c = Lmtp(s.lmtp)
+        try:
+            for k in range(self.plan.mix_messages):
+                c.deliver(rcpts, make_message(k, 4096))
+        finally:
+            c.close()
+
+    def build_large(self, s, size):
+        """SIZE messages in big<SIZE>_0's INBOX: a few hundred delivered over
+        LMTP, doubled with UID COPY 1:* INBOX, topped up with one more UID
+        COPY, then three messages with the search word in Subject and body
+        delivered last (so SEARCH finds exactly three)."""
+        user = big_fmt(size) % 0
+        marked = 3
+        seeds = max(1, min(200, size - marked))
+        t0 = time.monotonic()
+        c = Lmtp(s.lmtp)
+        try:
+            for k in range(seeds):
+                c.deliver(["%s@localhost" % user], make_message(1000 + k, 1500 + (k * 37) % 3000))
+        finally:
+            c.close()
+        timeout = max(600, size // 200)
+        m = imaplib.IMAP4(HOST, s.imap, timeout=timeout)
+        try:
+            m.login(user, PASSWORD)
+            typ, data = m.select("INBOX")
+            count = int(data[0])
+            want = size - marked
+            while count * 2 <= want:
+                typ, data = m.uid("COPY", "1:*", "INBOX")
+                if typ != "OK":
+                    raise BenchError("%s: UID COPY 1:* failed: %s" % (s.name, data))
+                count *= 2
+            if count < want:
+                typ, data = m.uid("COPY", "1:%d" % (want - count), "INBOX")
+                if typ != "OK":
+                    raise BenchError("%s: UID COPY failed: %s" % (s.name, data))
+            m.logout()
+        finally:
+            try:
+                m.shutdown()
+            except OSError:
+                pass
+        c = Lmtp(s.lmtp)
+        try:
+            for k in range(marked):
+                c.deliver(["%s@localhost" % user],
+                          make_message(900 + k, 2000, subject="the %s report %d" % (SEARCH_WORD, k),
+                                       body_extra="A note about the %s crossing." % SEARCH_WORD))
+        finally:
+            c.close()
+        m = imaplib.IMAP4(HOST, s.imap, timeout=timeout)
+        try:
+            m.login(user, PASSWORD)
+            typ, data = m.select("INBOX", readonly=True)
+            got = int(data[0])
+            m.logout()
+        finally:
+            try:
+                m.shutdown()
+            except OSError:
+                pass
+        if got != size:
+            raise BenchError("%s: built %d messages, wanted %d" % (s.name, got, size))
+        secs = time.monotonic() - t0
+        self.builds.setdefault(str(size), {})[s.name] = round(secs, 1)
+        say("%s: %d-message mailbox built in %.1f s" % (s.name, size, secs))
+
+    # -- runs --------------------------------------------------------------
+
+    def common(self, s, port, user_fmt, users, duration=None, timeout=None):
+        """The options every mode takes.  TIMEOUT: seconds a reply may take
+        before the generator counts an error."""
+        return ["--host", HOST, "--port", port, "--duration", duration or self.plan.duration,
+                "--user-fmt", user_fmt, "--users", users, "--password", PASSWORD,
+                "--timeout", timeout or (60 if self.plan.smoke else 120)]
+
+    def abab(self, scenario, param, clients, make_args, timeout, rounds=None, **kw):
+        """Run one scenario/parameter on each server in turn, --rounds times:
+        onebox, Dovecot, onebox, Dovecot."""
+        for r in range(rounds or self.plan.rounds):
+            seed = self.seed + r
+            for s in self.servers:
+                if not s.alive():
+                    self.problems.append((scenario, param, s.name, "server is not running"))
+                    continue
+                args = make_args(s) + ["--seed", seed]
+                say("%s %s, round %d, %s" % (scenario, param, r + 1, s.name))
+                rec = run_loadgen(self.loadgen, args, s, timeout, **kw)
+                rec.update({"scenario": scenario, "param": param, "round": r + 1,
+                            "clients": clients})
+                why = run_problem(rec, clients)
+                if why:
+                    rec["problem"] = why
+                    self.problems.append((scenario, param, s.name, why))
+                    say("  PROBLEM: %s; loadgen stderr:\n    %s"
+                        % (why, "\n    ".join(rec["stderr_tail"][-8:])))
+                else:
+                    say("  " + summary(rec))
+                self.runs.append(rec)
+
+    def run_all(self):
+        p = self.plan
+        d = p.duration
+        bound = d + (90 if p.smoke else 300)
+        if p.wants("imap-mix"):
+            for n in p.mix_clients:
+                self.abab("imap-mix", "%d clients" % n, n,
+                          lambda s, n=n: ["imap-mix"] + self.common(s, s.imap, "mix%d", p.mix_users)
+                          + ["--clients", n], bound, sample_at=d * 0.8)
+        if p.wants("pop3"):
+            n = p.pop3_clients
+            self.abab("pop3", "%d clients" % n, n,
+                      lambda s: ["pop3"] + self.common(s, s.pop3, "pop%d", p.pop3_users)
+                      + ["--clients", n, "--lmtp-port", s.lmtp, "--refill", 20 if p.smoke else 50,
+                         "--size", 4096], bound, sample_at=d * 0.8)
+        if p.wants("lmtp"):
+            for size in p.lmtp_sizes:
+                for n in p.lmtp_senders:
+                    self.abab("lmtp", "%d sender%s, %s" % (n, "" if n == 1 else "s", kib(size)), n,
+                              lambda s, n=n, size=size: ["lmtp"]
+                              + self.common(s, s.lmtp, "lmtp%d", p.lmtp_users)
+                              + ["--clients", n, "--size", size, "--rcpt-fmt", "lmtp%d@localhost"],
+                              bound, sample_at=d * 0.8)
+        if p.wants("idle") and p.idle:
+            n = p.idle
+            srcs = max(1, math.ceil(n / 5000))
+            # In idle mode --duration only sets the generator's hard cap
+            # (3 x duration + 60 s).  Dovecot verifies yescrypt on every
+            # login, a few per second on this machine: 10,000 take tens of
+            # minutes.
+            cap = max(60, n // 4)
+
+            def at_ready(rec):
+                server = next(s for s in self.servers if s.name == rec["server"])
+                rec.update(server.pss())
+            self.abab("idle", "%d connections" % n, n,
+                      lambda s: ["idle"] + self.common(s, s.imap, "idle%d", 1, duration=cap,
+                                                      timeout=300)
+                      + ["--clients", n, "--lmtp-port", s.lmtp, "--deliveries", p.deliveries,
+                         "--interval-ms", 200, "--push-timeout", 10, "--source-addrs", srcs],
+                      3 * cap + 120, rounds=p.idle_rounds, on_ready=at_ready,
+                      settle_bound=120 if p.smoke else 1800)
+        if p.wants("large"):
+            for size in p.large:
+                for s in list(self.servers):
+                    try:
+                        self.build_large(s, size)
+                    except (BenchError, OSError, imaplib.IMAP4.error, smtplib.SMTPException) as e:
+                        self.problems.append(("large", "%s messages" % fmt_count(size), s.name,
+                                              "building the mailbox: %s" % e))
+                        say("PROBLEM: %s: building the %d mailbox: %s" % (s.name, size, e))
+                if not any(str(size) in self.builds and s.name in self.builds[str(size)]
+                           for s in self.servers):
+                    continue
+                # --duration only sets the hard cap here too: SEARCH BODY
+                # of 1M messages takes Dovecot about a minute.
+                cap = 120 + size * p.large_repeat // 5000
+                self.abab("large", "%s messages" % fmt_count(size), 1,
+                          lambda s, size=size, cap=cap: ["large"]
+                          + self.common(s, s.imap, big_fmt(size), 1, duration=cap,
+                                        timeout=600)
+                          + ["--pop3-port", s.pop3, "--repeat", p.large_repeat,
+                             "--search-word", SEARCH_WORD],
+                          3 * cap + 120)
+
+    def stop(self):
+        for s in self.servers:
+            rc = s.stop()
+            if rc not in (0, None) and s.name == "onebox":
+                say("onebox exited with status %s at SIGTERM; log:\n%s" % (rc, tail(s.log)))
+
+
+def kib(size):
+    return "%d KiB" % (size // 1024) if size % 1024 == 0 else "%d B" % size
+
+
+def fmt_count(n):
+    if n % 1000000 == 0:
+        return "%dM" % (n // 1000000)
+    if n % 1000 == 0:
+        return "%dk" % (n // 1000)
+    return str(n)
+
+
+def summary(rec):
+    res = rec.get("result") or {}
+    bits = []
+    for k in ("ops_per_sec", "messages_per_sec"):
+        if res.get(k) is not None:
+            bits.append("%s %.1f" % (k, res[k]))
+    if res.get("idle") is not None:
+        bits.append("idle %s" % res.get("idle"))
+        pm = res.get("push_ms") or {}
+        if pm:
+            bits.append("push p99 %s ms" % pm.get("p99"))
+        bits.append("missed %s" % res.get("missed"))
+    bits.append("errors %s" % res.get("errors"))
+    bits.append("server CPU %.2f s" % rec["server_cpu_s"])
+    if rec.get("pss_kib") is not None:
+        bits.append("PSS %.1f MiB" % (rec["pss_kib"] / 1024))
+    return ", ".join(bits)
+
+
+# ----------------------------------------------------------------- report
+
+def mean(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.fmean(xs) if xs else None
+
+
+def num(x, digits=None):
+    if x is None:
+        return "—"
+    if digits is None:
+        a = abs(x)
+        digits = 0 if a >= 100 else 1 if a >= 10 else 2 if a >= 1 else 3
+    return "{:,.{}f}".format(x, digits)
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+class Report:
+    """Averages the rounds per side and lays out the table."""
+
+    def __init__(self, bench):
+        self.b = bench
+        self.rows = []
+        self.details = []
+
+    def recs(self, scenario, param, server):
+        return [r for r in self.b.runs if r["scenario"] == scenario and r["param"] == param
+                and r["server"] == server and isinstance(r.get("result"), dict)]
+
+    def both(self, scenario, param, fn):
+        """(onebox mean, Dovecot mean) of FN(record) over the rounds."""
+        return (mean([fn(r) for r in self.recs(scenario, param, "onebox")]),
+                mean([fn(r) for r in self.recs(scenario, param, "Dovecot")]))
+
+    def row(self, scenario, metric, pair, target="", check=None, digits=None,
+            optional=False):
+        """One line of the table; OPTIONAL: left out when neither side has
+        the figure (results.json of an older bench.py)."""
+        a, d = pair
+        if optional and a is None and d is None:
+            return
+        met = "—"
+        if check is not None and a is not None:
+            ok = check(a, d)
+            if ok is not None:
+                met = "met" if ok else "**missed**"
+        r = ratio(a, d)
+        self.rows.append((scenario, metric, num(a, digits), num(d, digits),
+                          "—" if r is None else "%.2f×" % r, target or "", met))
+
+    def params(self, scenario):
+        seen = []
+        for r in self.b.runs:
+            if r["scenario"] == scenario and r["param"] not in seen:
+                seen.append(r["param"])
+        return seen
+
+    def latency_cmds(self, scenario, param):
+        cmds = []
+        for r in self.recs(scenario, param, "onebox") + self.recs(scenario, param, "Dovecot"):
+            for c in (r["result"].get("latency_ms") or {}):
+                if c not in cmds:
+                    cmds.append(c)
+        return cmds
+
+    def lat(self, scenario, param, cmd, q):
+        return self.both(scenario, param,
+                         lambda r: ((r["result"].get("latency_ms") or {}).get(cmd) or {}).get(q))
+
+    def common_rows(self, sc, label, param):
+        self.row(label, "errors (sum of rounds)",
+                 (sum_or_none([r["result"].get("errors") for r in self.recs(sc, param, "onebox")]),
+                  sum_or_none([r["result"].get("errors") for r in self.recs(sc, param, "Dovecot")])),
+                 digits=0)
+        self.row(label, "server CPU s per run", self.both(sc, param, lambda r: r["server_cpu_s"]))
+        self.row(label, "server PSS MiB (under load)",
+                 self.both(sc, param, lambda r: kib_to_mib(r.get("pss_kib"))))
+        self.row(label, "  of which anonymous MiB",
+                 self.both(sc, param, lambda r: kib_to_mib(r.get("pss_anon_kib"))), optional=True)
+
+    def throughput(self, sc, key, unit):
+        for param in self.params(sc):
+            label = "%s, %s" % (sc, param)
+            self.row(label, unit, self.both(sc, param, lambda r: r["result"].get(key)),
+                     "≥ 3× Dovecot", lambda a, d: None if d is None else a >= 3 * d)
+            for cmd in self.latency_cmds(sc, param):
+                self.row(label, "%s p99 ms" % cmd, self.lat(sc, param, cmd, "p99"),
+                         "lower", lambda a, d: None if d is None else a < d)
+                self.detail(sc, param, cmd)
+            self.common_rows(sc, label, param)
+
+    def detail(self, sc, param, cmd):
+        cells = []
+        for side in ("onebox", "Dovecot"):
+            v = [self.both(sc, param, lambda r, q=q:
+                           ((r["result"].get("latency_ms") or {}).get(cmd) or {}).get(q))
+                 [0 if side == "onebox" else 1] for q in ("p50", "p99", "max")]
+            cells.append(" / ".join(num(x) for x in v))
+        self.details.append(("%s, %s" % (sc, param), cmd, cells[0], cells[1]))
+
+    def idle(self):
+        for param in self.params("idle"):
+            label = "idle, %s" % param
+            sc = "idle"
+            self.row(label, "connections idle at READY",
+                     self.both(sc, param, lambda r: r["result"].get("idle")), digits=0)
+
+            def per_conn(r):
+                n = r["result"].get("idle") or r["result"].get("connected")
+                if not n or r.get("pss_kib") is None:
+                    return None
+                return (r["pss_kib"] - r["pss_before_kib"]) / n
+            self.row(label, "PSS KiB per idle connection", self.both(sc, param, per_conn),
+                     "≤ 32 KiB", lambda a, d: a <= 32)
+            self.row(label, "server PSS MiB at READY",
+                     self.both(sc, param, lambda r: kib_to_mib(r.get("pss_kib"))))
+
+            def anon_per_conn(r):
+                n = r["result"].get("idle") or r["result"].get("connected")
+                if not n or r.get("pss_anon_kib") is None:
+                    return None
+                return (r["pss_anon_kib"] - r["pss_anon_before_kib"]) / n
+            self.row(label, "  of which anonymous, KiB per connection",
+                     self.both(sc, param, anon_per_conn), optional=True)
+            for q, target, check in (("p50", "", None),
+                                     ("p99", "≤ 5 ms", lambda a, d: a <= 5),
+                                     ("max", "", None)):
+                self.row(label, "push %s ms (LMTP 250 → EXISTS)" % q,
+                         self.both(sc, param, lambda r, q=q: (r["result"].get("push_ms") or {}).get(q)),
+                         target, check)
+            # From the final dot of DATA instead: includes the commit, and
+            # is never 0 when EXISTS overtakes the 250.
+            for q in ("p50", "p99"):
+                self.row(label, "push %s ms from the end of DATA" % q,
+                         self.both(sc, param, lambda r, q=q:
+                                   (r["result"].get("push_after_data_ms") or {}).get(q)),
+                         optional=True)
+            self.row(label, "pushes missed (sum of rounds)",
+                     (sum_or_none([r["result"].get("missed") for r in self.recs(sc, param, "onebox")]),
+                      sum_or_none([r["result"].get("missed") for r in self.recs(sc, param, "Dovecot")])),
+                     "0", lambda a, d: a == 0, digits=0)
+            self.row(label, "seconds until all idle",
+                     self.both(sc, param, lambda r: r.get("ready_seconds")))
+            self.row(label, "errors (sum of rounds)",
+                     (sum_or_none([r["result"].get("errors") for r in self.recs(sc, param, "onebox")]),
+                      sum_or_none([r["result"].get("errors") for r in self.recs(sc, param, "Dovecot")])),
+                     digits=0)
+            self.row(label, "server CPU s per run", self.both(sc, param, lambda r: r["server_cpu_s"]))
+
+    def large(self):
+        sc = "large"
+        params = self.params(sc)
+        for param in params:
+            label = "large, %s" % param
+            for cmd in self.latency_cmds(sc, param):
+                target, check = "lower", (lambda a, d: None if d is None else a < d)
+                if "FETCH" in cmd.upper() and "FLAGS" in cmd.upper() and param.startswith("1M"):
+                    target, check = "< 1000 ms", (lambda a, d: a < 1000)
+                self.row(label, "%s p99 ms" % cmd, self.lat(sc, param, cmd, "p99"), target, check)
+                self.detail(sc, param, cmd)
+            self.row(label, "server CPU s per run", self.both(sc, param, lambda r: r["server_cpu_s"]))
+            self.row(label, "server PSS MiB (end)",
+                     self.both(sc, param, lambda r: kib_to_mib(r.get("pss_kib"))))
+            self.row(label, "  of which anonymous MiB",
+                     self.both(sc, param, lambda r: kib_to_mib(r.get("pss_anon_kib"))), optional=True)
+            size = param.split()[0]
+            builds = self.b.builds.get(str(parse_count(size)), {})
+            self.row(label, "mailbox build s (LMTP + UID COPY)",
+                     (builds.get("onebox"), builds.get("Dovecot")))
+        # Growth from the smallest to the largest size: O(log n) means a
+        # factor near 1 (log 1M / log 100k = 1.2); linear would be 10.
+        if len(params) >= 2:
+            small, big = params[0], params[-1]
+            label = "large, growth %s → %s" % (small.split()[0], big.split()[0])
+            for cmd in self.latency_cmds(sc, big):
+                u = cmd.upper()
+                lo, hi = self.lat(sc, small, cmd, "p50"), self.lat(sc, big, cmd, "p50")
+                growth = (ratio(hi[0], lo[0]), ratio(hi[1], lo[1]))
+                target, check = "", None
+                if "SELECT" in u or "QRESYNC" in u:
+                    target, check = "≤ 2× (log)", (lambda a, d: a <= 2)
+                self.row(label, "%s p50 growth ×" % cmd, growth, target, check)
+
+    def build(self):
+        self.throughput("imap-mix", "ops_per_sec", "commands/s")
+        self.throughput("pop3", "messages_per_sec", "messages/s")
+        self.throughput("lmtp", "messages_per_sec", "messages/s")
+        self.idle()
+        self.large()
+
+    def markdown(self, meta):
+        out = []
+        out.append("# onebox vs Dovecot: benchmark results\n")
+        for k, v in meta.items():
+            out.append("- %s: %s" % (k, v))
+        out.append("")
+        if self.b.dovecot_note:
+            out.append("**%s — onebox ran alone; no ratios.**\n" % self.b.dovecot_note)
+        out.append("Means of the rounds per side; ratio = onebox / Dovecot.\n")
+        out.append("| scenario | metric | onebox | Dovecot | ratio | target | |")
+        out.append("|---|---|--:|--:|--:|---|---|")
+        last = None
+        for sc, metric, a, d, r, t, met in self.rows:
+            out.append("| %s | %s | %s | %s | %s | %s | %s |"
+                       % (sc if sc != last else "", metric, a, d, r, t, met))
+            last = sc
+        if self.details:
+            out.append("\nLatency in ms, p50 / p99 / max (means of the rounds):\n")
+            out.append("| scenario | command | onebox | Dovecot |")
+            out.append("|---|---|--:|--:|")
+            last = None
+            for sc, cmd, a, d in self.details:
+                out.append("| %s | %s | %s | %s |" % (sc if sc != last else "", cmd, a, d))
+                last = sc
+        if self.b.problems:
+            out.append("\nProblems:\n")
+            for sc, param, server, why in self.b.problems:
+                out.append("- %s %s, %s: %s" % (sc, param, server, why))
+        return "\n".join(out) + "\n"
+
+
+def sum_or_none(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) if xs else None
+
+
+def kib_to_mib(x):
+    return None if x is None else x / 1024
+
+
+def parse_count(text):
+    if text.endswith("M"):
+        return int(text[:-1]) * 1000000
+    if text.endswith("k"):
+        return int(text[:-1]) * 1000
+    return int(text)
+
+
+def machine():
+    mem = "?"
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem = "%.1f GiB" % (int(line.split()[1]) / 1048576)
+    except OSError:
+        pass
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return "%d × %s, %s RAM, Linux %s" % (os.cpu_count() or 0, model, mem, platform.release())
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+# ------------------------------------------------------- process limits
+
+class Sysctl:
+    """fs.inotify.max_user_instances: Dovecot gives every IMAP process in
+    IDLE its own inotify instance, all under one uid; the kernel's default
+    of 128 would make every connection past it fall back to polling.  A
+    Dovecot admin with thousands of IDLE users raises it; so do we (as root,
+    restored at exit) unless --keep-inotify-limit."""
+
+    PATH = "/proc/sys/fs/inotify/max_user_instances"
+
+    def __init__(self):
+        self.old = None
+
+    def raise_to(self, n):
+        try:
+            with open(self.PATH) as f:
+                cur = int(f.read())
+        except (OSError, ValueError):
+            return None
+        if cur >= n:
+            return cur
+        try:
+            with open(self.PATH, "w") as f:
+                f.write(str(n))
+            self.old = cur
+            say("fs.inotify.max_user_instances %d → %d for this run" % (cur, n))
+            return n
+        except OSError:
+            say("cannot raise fs.inotify.max_user_instances (%d): Dovecot's IDLE past "
+                "that many connections falls back to polling" % cur)
+            return cur
+
+    def restore(self):
+        if self.old is not None:
+            try:
+                with open(self.PATH, "w") as f:
+                    f.write(str(self.old))
+            except OSError:
+                pass
+            self.old = None
+
+
+def raise_nofile(want):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if os.geteuid() == 0 and hard < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return want
+        except (ValueError, OSError):
+            pass
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    except (ValueError, OSError):
+        return soft
+
+
+# ------------------------------------------------------------------ main
+
+def find_loadgen(build):
+    for cand in (build / "onebox-loadgen", build / "tests" / "bench" / "onebox-loadgen",
+                 build / "tests" / "onebox-loadgen"):
+        if cand.is_file() and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description="Run onebox and Dovecot side by side (issue 6).")
+    ap.add_argument("--smoke", action="store_true",
+                    help="CI mode: a few seconds per scenario, small sizes, one round; "
+                         "fails only when a scenario errors, never on a timing")
+    ap.add_argument("--build", default=str(REPO / "build-bench"),
+                    help="build folder with onebox and onebox-loadgen (default build-bench)")
+    ap.add_argument("--onebox", help="the onebox binary (default BUILD/onebox)")
+    ap.add_argument("--loadgen", help="the onebox-loadgen binary (default: found in BUILD)")
+    ap.add_argument("--dovecot", default=shutil.which("dovecot") or "/usr/sbin/dovecot",
+                    help="the dovecot binary")
+    ap.add_argument("--no-dovecot", action="store_true", help="run onebox alone")
+    ap.add_argument("--out", help="where results.md and results.json go (default BUILD)")
+    ap.add_argument("--workdir", help="parent of the temporary data folder (default $TMPDIR)")
+    ap.add_argument("--keep", action="store_true", help="keep the data folder")
+    ap.add_argument("--rounds", type=int, help="rounds of onebox-then-Dovecot (default 2)")
+    ap.add_argument("--duration", type=int, help="seconds per timed run (default 20)")
+    ap.add_argument("--only", help="comma-separated: imap-mix,pop3,lmtp,idle,large")
+    ap.add_argument("--mix-clients", help="imap-mix client counts (default 10,100)")
+    ap.add_argument("--pop3-clients", type=int, help="POP3 clients (default 10)")
+    ap.add_argument("--lmtp-senders", help="LMTP sender counts (default 1,10,50)")
+    ap.add_argument("--lmtp-sizes", help="LMTP message sizes in bytes (default 4096,262144)")
+    ap.add_argument("--idle", type=int, help="IDLE connections (default 10000; 0 skips)")
+    ap.add_argument("--idle-rounds", type=int, help="rounds of the idle scenario (default 1)")
+    ap.add_argument("--large", help="large mailbox sizes (default 100000,1000000)")
+    ap.add_argument("--large-repeat", type=int, help="repetitions per large run (default 3)")
+    ap.add_argument("--seed", type=int, default=1, help="loadgen seed of round 1")
+    ap.add_argument("--keep-inotify-limit", action="store_true",
+                    help="leave fs.inotify.max_user_instances as it is")
+    ap.add_argument("--report", metavar="RESULTS_JSON",
+                    help="only print the table again from a results.json")
+    ap.add_argument("--max-minutes", type=float,
+                    help="hard bound on the whole run (default 10 with --smoke, 240)")
+    return ap.parse_args(argv)
+
+
+def report_again(path):
+    """The Markdown table of an earlier run, from its results.json."""
+    with open(path) as f:
+        data = json.load(f)
+    b = argparse.Namespace(runs=data["runs"], builds=data.get("builds", {}),
+                           problems=data.get("problems", []), dovecot_note=None)
+    rep = Report(b)
+    rep.build()
+    print(rep.markdown(data.get("meta", {})))
+    return 0
+
+
+def main(argv):
+    a = parse_args(argv)
+    if a.report:
+        return report_again(a.report)
+    plan = Plan(a)
+    build = pathlib.Path(a.build).resolve()
+    out_dir = pathlib.Path(a.out).resolve() if a.out else build
+    onebox_bin = pathlib.Path(a.onebox or build / "onebox").resolve()
+    loadgen = pathlib.Path(a.loadgen).resolve() if a.loadgen else find_loadgen(build)
+    if not onebox_bin.is_file():
+        say("no onebox binary at %s (tests/bench/run builds it)" % onebox_bin)
+        return 2
+    if loadgen is None or not loadgen.is_file():
+        say("no onebox-loadgen in %s (tests/bench/run builds it)" % build)
+        return 2
+    dovecot_bin = None
+    dovecot_note = None
+    if a.no_dovecot:
+        dovecot_note = "Dovecot not run (--no-dovecot)"
+    elif not (a.dovecot and os.access(a.dovecot, os.X_OK)):
+        dovecot_note = "Dovecot is not installed (tools/deps.sh bench installs it)"
+    else:
+        dovecot_bin = a.dovecot
+    if dovecot_note:
+        shout(dovecot_note + "; onebox runs ALONE, there are no ratios.")
+
+    max_minutes = a.max_minutes or (10 if plan.smoke else 240)
+
+    def on_signal(signum, frame):
+        raise Interrupted("signal %d" % signum)
+
+    def on_alarm(signum, frame):
+        raise Interrupted("the run took longer than %g minutes (--max-minutes)" % max_minutes)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(int(max_minutes * 60))
+
+    conns = max(plan.idle, 100)
+    nofile = raise_nofile(2 * conns + 2000)
+    if nofile < conns + 500:
+        plan.idle = max(0, nofile - 1000)
+        say("open-file limit %d: IDLE connections lowered to %d" % (nofile, plan.idle))
+    sysctl = Sysctl()
+    inotify = None
+    if plan.wants("idle") and plan.idle and dovecot_bin and not a.keep_inotify_limit:
+        inotify = sysctl.raise_to(plan.idle + 1000)
+
+    started = time.time()
+    load0 = loadavg()
+    bench = None
+    status = 0
+    try:
+        bench = Bench(plan, a, loadgen, onebox_bin, dovecot_bin)
+        if dovecot_note:
+            bench.dovecot_note = dovecot_note
+        bench.setup()
+        bench.run_all()
+    except Interrupted as e:
+        say("stopped: %s" % e)
+        status = 3
+    except BenchError as e:
+        say("FAILED: %s" % e)
+        status = 1
+    finally:
+        if bench is not None:
+            bench.stop()
+        sysctl.restore()
+        signal.alarm(0)
+    if bench is None:
+        return status or 1
+
+    dovecot_version = "—"
+    if any(isinstance(s, Dovecot) for s in bench.servers) or dovecot_bin:
+        try:
+            dovecot_version = subprocess.run([dovecot_bin, "--version"], capture_output=True,
+                                             timeout=10).stdout.decode().strip()
+        except (OSError, subprocess.SubprocessError, TypeError):
+            pass
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
+        "mode": "smoke" if plan.smoke else "full",
+        "command": "tests/bench/run " + " ".join(argv),
+        "machine": machine(),
+        "load average at start / end": "%s / %s" % (load0, loadavg()),
+        "Dovecot": dovecot_version if dovecot_bin else (bench.dovecot_note or dovecot_note),
+        "rounds": "%d (onebox, Dovecot, onebox, Dovecot ...)%s"
+                  % (plan.rounds, "" if plan.idle_rounds == plan.rounds
+                     else "; idle: %d" % plan.idle_rounds),
+        "seconds per timed run": plan.duration,
+        "fs.inotify.max_user_instances": inotify if inotify is not None else "unchanged",
+        "wall time": "%.1f min" % ((time.time() - started) / 60),
+    }
+    rep = Report(bench)
+    rep.build()
+    md = rep.markdown(meta)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.md").write_text(md)
+    with open(out_dir / "results.json", "w") as f:
+        json.dump({"meta": meta, "builds": bench.builds, "runs": bench.runs,
+                   "problems": bench.problems, "onebox_conf": bench.onebox_conf,
+                   "dovecot_doveconf_n": bench.doveconf}, f, indent=1)
+    print(md)
+    say("written %s and %s" % (out_dir / "results.md", out_dir / "results.json"))
+    if a.keep:
+        say("data kept in %s" % bench.work)
+    else:
+        shutil.rmtree(bench.work, ignore_errors=True)
+
+    onebox_problems = [p for p in bench.problems if p[2] == "onebox"]
+    other = [p for p in bench.problems if p[2] != "onebox"]
+    # A generator that crashed is our bug whichever server it drove.
+    crashed = [r for r in bench.runs if isinstance(r.get("exit"), int) and r["exit"] < 0
+               and not r.get("killed")]
+    for r in crashed:
+        say("FAILED: onebox-loadgen %s died of signal %d against %s"
+            % (r["scenario"], -r["exit"], r["server"]))
+    if other:
+        shout("Dovecot side problems (reported, not failing the run):\n" +
+              "\n".join("%s %s: %s" % (p[0], p[1], p[3]) for p in other))
+    if bench.dovecot_note:
+        shout(bench.dovecot_note + "; onebox ran ALONE.")
+    if status:
+        return status
+    if onebox_problems or crashed:
+        say("FAILED: %d onebox run(s) had problems" % len(onebox_problems))
+        return 1
+    if not any(r["server"] == "onebox" for r in bench.runs):
+        say("FAILED: onebox ran no scenario")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
