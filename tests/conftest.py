@@ -189,6 +189,84 @@ def list_map(p):
     return out
 
 
+
+class RawImap:
+    """A raw IMAP client for the exact bytes of responses: send lines,
+    read up to a tag.  Lines are returned as text without CRLF."""
+
+    def __init__(self, d, port=None, timeout=30):
+        self.d = d
+        self.sock = socket.create_connection(("127.0.0.1", port or d.imap_port),
+                                             timeout=timeout)
+        self.f = self.sock.makefile("rb")
+        self.greeting = self.line()
+
+    def starttls(self):
+        unt, t = self.cmd("T", "STARTTLS")
+        assert t.startswith("T OK"), t
+        self.f.close()
+        self.sock = self.d.ssl_context().wrap_socket(self.sock, server_hostname="localhost")
+        self.f = self.sock.makefile("rb")
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def line(self):
+        ln = self.f.readline()
+        if not ln:
+            raise EOFError("connection closed")
+        return ln.rstrip(b"\r\n").decode("utf-8", "replace")
+
+    def until(self, tag):
+        """Lines up to and including the one tagged TAG: (untagged, tagged)."""
+        got = []
+        for _ in range(1000000):
+            ln = self.line()
+            if ln.startswith(tag + " "):
+                return got, ln
+            got.append(ln)
+        raise AssertionError("no tagged answer")
+
+    def cmd(self, tag, text):
+        self.send("%s %s\r\n" % (tag, text))
+        return self.until(tag)
+
+    def ok(self, text, tag="t"):
+        unt, t = self.cmd(tag, text)
+        assert t.startswith(tag + " OK"), (text, t, unt)
+        return unt, t
+
+    def bad(self, text, tag="t"):
+        unt, t = self.cmd(tag, text)
+        assert t.startswith(tag + " BAD"), (text, t, unt)
+        return unt, t
+
+    def caps(self):
+        unt, _ = self.ok("CAPABILITY")
+        line = [u for u in unt if u.startswith("* CAPABILITY ")]
+        assert len(line) == 1, unt
+        return line[0].split()[2:]
+
+    def messages(self, mailbox="INBOX"):
+        unt, _ = self.ok("STATUS %s (MESSAGES)" % mailbox)
+        for u in unt:
+            if u.startswith("* STATUS"):
+                return int(u.rsplit("MESSAGES ", 1)[1].rstrip(")"))
+        raise AssertionError(unt)
+
+    def login(self, user="alice", pw="alice-pw"):
+        return self.ok("LOGIN %s %s" % (user, pw), tag="L")
+
+    def close(self):
+        try:
+            self.f.close()
+            self.sock.close()
+        except OSError:
+            pass
+
+
 def lmtp_send(conn, sender, rcpts, msg, mail_options=()):
     """One LMTP transaction.  smtplib.LMTP.sendmail reads a single reply
     after DATA; RFC 2033 §4.2 sends one per accepted recipient, so this runs

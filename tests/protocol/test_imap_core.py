@@ -10,13 +10,11 @@ CLOSE/UNSELECT/EXPUNGE/UID EXPUNGE, and the error answers.
 import base64
 import imaplib
 import re
-import socket
-import ssl
 import time
 
 import pytest
 
-from conftest import lmtp_send
+from conftest import RawImap as Raw, lmtp_send
 
 PW = "alice-pw"
 
@@ -52,52 +50,6 @@ def mutf7(name):
     flush()
     return "".join(out)
 
-
-class Raw:
-    """A raw IMAP client: send lines, read responses up to a tag."""
-
-    def __init__(self, d, port=None, timeout=20):
-        self.sock = socket.create_connection(("127.0.0.1", port or d.imap_port), timeout=timeout)
-        self.f = self.sock.makefile("rb")
-        self.greeting = self.line()
-
-    def send(self, data):
-        if isinstance(data, str):
-            data = data.encode()
-        self.sock.sendall(data)
-
-    def line(self):
-        ln = self.f.readline()
-        if not ln:
-            raise EOFError("connection closed")
-        return ln.rstrip(b"\r\n").decode("utf-8", "replace")
-
-    def until(self, tag):
-        """Lines up to and including the one tagged TAG: (untagged, tagged)."""
-        got = []
-        while True:
-            ln = self.line()
-            if ln.startswith(tag + " "):
-                return got, ln
-            got.append(ln)
-
-    def cmd(self, tag, text):
-        self.send("%s %s\r\n" % (tag, text))
-        return self.until(tag)
-
-    def login(self, user="alice", pw=PW):
-        _, t = self.cmd("L", "LOGIN %s %s" % (user, pw))
-        assert t.startswith("L OK"), t
-
-    def close(self):
-        try:
-            self.f.close()
-            self.sock.close()
-        except OSError:
-            pass
-
-
-# ------------------------------------------------------------- greeting, auth
 
 def test_greeting_and_capability(daemon):
     r = Raw(daemon)

@@ -6,70 +6,10 @@ BYE [TOOBIG] past what the command could take at all) and "off" (neither:
 every "{N+}" refused).  Over raw sockets, checking what the store kept.
 """
 
-import socket
 
 import pytest
 
-
-class Raw:
-    """A raw IMAP client: send bytes, read responses up to a tag."""
-
-    def __init__(self, d, timeout=30):
-        self.sock = socket.create_connection(("127.0.0.1", d.imap_port), timeout=timeout)
-        self.f = self.sock.makefile("rb")
-        self.greeting = self.line()
-
-    def send(self, data):
-        if isinstance(data, str):
-            data = data.encode()
-        self.sock.sendall(data)
-
-    def line(self):
-        ln = self.f.readline()
-        if not ln:
-            raise EOFError("connection closed")
-        return ln.rstrip(b"\r\n").decode("utf-8", "replace")
-
-    def until(self, tag):
-        got = []
-        for _ in range(100000):
-            ln = self.line()
-            if ln.startswith(tag + " "):
-                return got, ln
-            got.append(ln)
-        raise AssertionError("no tagged answer")
-
-    def cmd(self, tag, text):
-        self.send("%s %s\r\n" % (tag, text))
-        return self.until(tag)
-
-    def ok(self, text, tag="t"):
-        unt, t = self.cmd(tag, text)
-        assert t.startswith(tag + " OK"), (text, t, unt)
-        return unt, t
-
-    def caps(self):
-        unt, _ = self.ok("CAPABILITY")
-        line = [u for u in unt if u.startswith("* CAPABILITY ")]
-        assert len(line) == 1, unt
-        return line[0].split()[2:]
-
-    def login(self):
-        self.ok("LOGIN alice alice-pw", tag="L")
-
-    def messages(self):
-        unt, _ = self.ok("STATUS INBOX (MESSAGES)")
-        for u in unt:
-            if u.startswith("* STATUS"):
-                return int(u.rsplit("MESSAGES ", 1)[1].rstrip(")"))
-        raise AssertionError(unt)
-
-    def close(self):
-        try:
-            self.f.close()
-            self.sock.close()
-        except OSError:
-            pass
+from conftest import RawImap as Raw
 
 
 def message(size):

@@ -13,7 +13,7 @@ import re
 import socket
 import zlib
 
-from conftest import lmtp_send, make_body
+from conftest import RawImap as Raw, lmtp_send, make_body
 
 
 def msg(subject, body=b"hello\r\n"):
@@ -27,73 +27,6 @@ def deliver(d, user, subjects):
         _, rr, data = lmtp_send(c, "s@example.org", [user + "@example.com"], msg(s))
         assert data[user + "@example.com"][0] == 250, (rr, data)
     c.quit()
-
-
-class Raw:
-    """A raw IMAP client: send lines, read responses up to a tag."""
-
-    def __init__(self, d, timeout=30):
-        self.d = d
-        self.sock = socket.create_connection(("127.0.0.1", d.imap_port), timeout=timeout)
-        self.f = self.sock.makefile("rb")
-        self.greeting = self.line()
-
-    def starttls(self):
-        unt, t = self.cmd("T", "STARTTLS")
-        assert t.startswith("T OK"), t
-        self.f.close()
-        self.sock = self.d.ssl_context().wrap_socket(self.sock, server_hostname="localhost")
-        self.f = self.sock.makefile("rb")
-
-    def send(self, data):
-        if isinstance(data, str):
-            data = data.encode()
-        self.sock.sendall(data)
-
-    def line(self):
-        ln = self.f.readline()
-        if not ln:
-            raise EOFError("connection closed")
-        return ln.rstrip(b"\r\n").decode("utf-8", "replace")
-
-    def until(self, tag):
-        got = []
-        for _ in range(100000):
-            ln = self.line()
-            if ln.startswith(tag + " "):
-                return got, ln
-            got.append(ln)
-        raise AssertionError("no tagged answer")
-
-    def cmd(self, tag, text):
-        self.send("%s %s\r\n" % (tag, text))
-        return self.until(tag)
-
-    def ok(self, text, tag="t"):
-        unt, t = self.cmd(tag, text)
-        assert t.startswith(tag + " OK"), (text, t, unt)
-        return unt, t
-
-    def bad(self, text, tag="t"):
-        unt, t = self.cmd(tag, text)
-        assert t.startswith(tag + " BAD"), (text, t, unt)
-        return unt, t
-
-    def caps(self):
-        unt, _ = self.ok("CAPABILITY")
-        line = [u for u in unt if u.startswith("* CAPABILITY ")]
-        assert len(line) == 1, unt
-        return line[0].split()[2:]
-
-    def login(self, user, pw):
-        return self.ok("LOGIN %s %s" % (user, pw), tag="L")
-
-    def close(self):
-        try:
-            self.f.close()
-            self.sock.close()
-        except OSError:
-            pass
 
 
 def subjects(r, n):
