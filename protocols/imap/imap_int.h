@@ -54,6 +54,8 @@ struct imap_view {
 	bool readonly;          /* EXAMINE, or SELECT of a read-only mailbox */
 	uint32_t *uids;         /* uids[seq - 1] */
 	uint32_t count, cap;
+	struct uid_list *shared; /* non-NULL: uids belongs to this shared list
+	                         * (imap_view.c), copied before any change */
 	uint32_t recent_from;   /* UIDs >= this are \Recent in this session */
 	uint32_t uidnext;       /* as last reported */
 	uint64_t modseq;        /* changes up to here are reflected */
