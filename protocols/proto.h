@@ -30,6 +30,9 @@ struct proto_ops {
 	/* The one line (with CRLF) written to a client refused because a
 	 * connection limit is reached or the server is stopping. */
 	const char *refuse_busy;
+	/* The protocol has no login (LMTP: its peers are trusted MTAs that
+	 * pipeline): the pre-login command rate limit never applies. */
+	bool no_login;
 	/* A connection was accepted (and, for implicit TLS, its handshake is
 	 * done).  Create the session, write the greeting, return the session.
 	 * NULL (out of memory) closes the connection; ops->close is not called. */

@@ -855,11 +855,11 @@ static bool in_pump(conn *c)
 
 /* ---------------------------------------------- commands before login */
 
-/* LMTP has no login: it serves MTAs we trust, which pipeline whole
- * transactions, so it is never metered. */
+/* A protocol without a login (LMTP: trusted MTAs that pipeline whole
+ * transactions, proto_ops.no_login) is never metered. */
 static bool rate_limited(const conn *c)
 {
-	return !c->authed && c->ops != &lmtp_ops && c->srv->cfg->limits.preauth_command_rate > 0;
+	return !c->authed && !c->ops->no_login && c->srv->cfg->limits.preauth_command_rate > 0;
 }
 
 /* Take one command from the bucket.  When it is empty, stop processing

@@ -784,6 +784,7 @@ static void lmtp_close(void *sess)
 const struct proto_ops lmtp_ops = {
 	.name = "lmtp",
 	.refuse_busy = "421 4.3.2 Too many connections, try later\r\n",
+	.no_login = true,
 	.open = lmtp_open,
 	.line = lmtp_line,
 	.bytes = lmtp_bytes,
