@@ -190,6 +190,50 @@ def list_map(p):
 
 
 
+
+class TaggedImap:
+    """A logged-in raw IMAP connection that numbers its own tags: cmd()
+    returns (untagged lines, tagged line after the tag) as bytes without
+    CRLF.  Literals in responses are not expected."""
+
+    def __init__(self, daemon, user="alice", timeout=30):
+        self.sock = socket.create_connection(("127.0.0.1", daemon.imap_port), timeout=timeout)
+        self.f = self.sock.makefile("rb")
+        self.greeting = self.line()
+        self.n = 0
+        self.ok("LOGIN %s %s" % (user, daemon.password(user)))
+
+    def line(self):
+        ln = self.f.readline()
+        if not ln:
+            raise EOFError("connection closed")
+        assert ln.endswith(b"\r\n"), ln
+        return ln[:-2]
+
+    def cmd(self, text):
+        if isinstance(text, str):
+            text = text.encode()
+        self.n += 1
+        tag = b"t%d" % self.n
+        self.sock.sendall(tag + b" " + text + b"\r\n")
+        unt = []
+        for _ in range(100000):
+            ln = self.line()
+            if ln.startswith(tag + b" "):
+                return unt, ln[len(tag) + 1:]
+            unt.append(ln)
+        raise AssertionError("no tagged answer to %r" % text)
+
+    def ok(self, text):
+        unt, tagged = self.cmd(text)
+        assert tagged.startswith(b"OK"), (text, unt, tagged)
+        return unt
+
+    def close(self):
+        self.f.close()
+        self.sock.close()
+
+
 class RawImap:
     """A raw IMAP client for the exact bytes of responses: send lines,
     read up to a tag.  Lines are returned as text without CRLF."""

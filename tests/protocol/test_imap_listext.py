@@ -16,55 +16,19 @@ The client is a raw socket; responses are compared as bytes.
 """
 
 import re
-import socket
+from conftest import TaggedImap
 
-TIMEOUT = 30
 USES = {"Drafts": b"\\Drafts", "Sent": b"\\Sent", "Trash": b"\\Trash", "Junk": b"\\Junk",
         "Archive": b"\\Archive"}
 
 
-class Client:
-    def __init__(self, daemon, user="alice"):
-        self.sock = socket.create_connection(("127.0.0.1", daemon.imap_port), timeout=TIMEOUT)
-        self.f = self.sock.makefile("rb")
-        self.line()
-        self.n = 0
-        self.ok("LOGIN %s %s" % (user, daemon.password(user)))
-
-    def line(self):
-        ln = self.f.readline()
-        if not ln:
-            raise EOFError("connection closed")
-        return ln[:-2]
-
-    def cmd(self, text):
-        if isinstance(text, str):
-            text = text.encode()
-        self.n += 1
-        tag = b"t%d" % self.n
-        self.sock.sendall(tag + b" " + text + b"\r\n")
-        unt = []
-        while True:
-            ln = self.line()
-            if ln.startswith(tag + b" "):
-                return unt, ln[len(tag) + 1:]
-            unt.append(ln)
-
-    def ok(self, text):
-        unt, tagged = self.cmd(text)
-        assert tagged.startswith(b"OK"), (text, unt, tagged)
-        return unt
-
+class Client(TaggedImap):
     def bad(self, text):
         unt, tagged = self.cmd(text)
         assert tagged.startswith(b"BAD"), (text, unt, tagged)
         assert unt == [], unt
         # Twenty BADs in a row end the session; these are one at a time.
         assert self.ok("NOOP") == []
-
-    def close(self):
-        self.f.close()
-        self.sock.close()
 
 
 LIST_RE = re.compile(rb'\* (LIST|LSUB) \(([^)]*)\) "/" (\S+|"[^"]*")( .*)?$')

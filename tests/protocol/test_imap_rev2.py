@@ -16,50 +16,11 @@ the exact responses; imaplib knows neither ESEARCH nor UTF-8 names.
 
 import base64
 import re
-import socket
 
-from conftest import lmtp_send
-
-TIMEOUT = 30
+from conftest import TaggedImap, lmtp_send
 
 
-class Client:
-    """One IMAP connection: send a command, get (untagged lines, tagged line)
-    as bytes without CRLF.  Literals in responses are not expected here."""
-
-    def __init__(self, daemon, user="alice"):
-        self.sock = socket.create_connection(("127.0.0.1", daemon.imap_port), timeout=TIMEOUT)
-        self.f = self.sock.makefile("rb")
-        self.greeting = self.line()
-        self.n = 0
-        unt, tagged = self.cmd(b"LOGIN %s %s" % (user.encode(), daemon.password(user).encode()))
-        assert tagged.startswith(b"OK "), tagged
-
-    def line(self):
-        ln = self.f.readline()
-        if not ln:
-            raise EOFError("connection closed")
-        assert ln.endswith(b"\r\n"), ln
-        return ln[:-2]
-
-    def cmd(self, text):
-        if isinstance(text, str):
-            text = text.encode()
-        self.n += 1
-        tag = b"t%d" % self.n
-        self.sock.sendall(tag + b" " + text + b"\r\n")
-        unt = []
-        while True:
-            ln = self.line()
-            if ln.startswith(tag + b" "):
-                return unt, ln[len(tag) + 1:]
-            unt.append(ln)
-
-    def ok(self, text):
-        unt, tagged = self.cmd(text)
-        assert tagged.startswith(b"OK"), (text, unt, tagged)
-        return unt
-
+class Client(TaggedImap):
     def esearch(self, text):
         """The one ESEARCH response to TEXT, after its (TAG ...) correlator,
         which must name this command; no SEARCH response may come."""
@@ -75,14 +36,6 @@ class Client:
         unt = self.ok("ENABLE IMAP4rev2")
         assert unt == [b"* ENABLED IMAP4rev2"], unt
         return self
-
-    def close(self):
-        try:
-            self.sock.sendall(b"z LOGOUT\r\n")
-        except OSError:
-            pass
-        self.f.close()
-        self.sock.close()
 
 
 def deliver(daemon, n, start=1, rcpt="alice@example.com"):

@@ -21,56 +21,16 @@ client, checks SUBSCRIBE/UNSUBSCRIBE/LSUB the way a mail client uses them.
 """
 
 import re
-import socket
+from conftest import TaggedImap
 
-TIMEOUT = 30
 NE = b"\\NonExistent"
 
 
-class Client:
-    """One IMAP connection: send a command, get (untagged lines, tagged
-    line) as bytes without CRLF."""
-
-    def __init__(self, daemon, user="alice"):
-        self.sock = socket.create_connection(("127.0.0.1", daemon.imap_port), timeout=TIMEOUT)
-        self.f = self.sock.makefile("rb")
-        self.line()
-        self.n = 0
-        self.ok("LOGIN %s %s" % (user, daemon.password(user)))
-
-    def line(self):
-        ln = self.f.readline()
-        if not ln:
-            raise EOFError("connection closed")
-        return ln[:-2]
-
-    def cmd(self, text):
-        if isinstance(text, str):
-            text = text.encode()
-        self.n += 1
-        tag = b"t%d" % self.n
-        self.sock.sendall(tag + b" " + text + b"\r\n")
-        unt = []
-        for _ in range(10000):
-            ln = self.line()
-            if ln.startswith(tag + b" "):
-                return unt, ln[len(tag) + 1:]
-            unt.append(ln)
-        raise AssertionError("no tagged answer to %r" % text)
-
-    def ok(self, text):
-        unt, tagged = self.cmd(text)
-        assert tagged.startswith(b"OK"), (text, unt, tagged)
-        return unt
-
+class Client(TaggedImap):
     def no(self, text, code):
         unt, tagged = self.cmd(text)
         assert tagged.startswith(b"NO [" + code + b"]"), (text, unt, tagged)
         return unt
-
-    def close(self):
-        self.f.close()
-        self.sock.close()
 
 
 LIST_RE = re.compile(rb'\* (LIST|LSUB) \(([^)]*)\) "/" (\S+|"[^"]*")( .*)?$')
