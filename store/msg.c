@@ -11,6 +11,7 @@
  * either order.
  */
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,6 +83,39 @@ static void msg_line_end(store_msg *m, size_t end)
 	m->line_len = 0;
 }
 
+/* Write a CRLF at O and count the line it ends. */
+static char *msg_crlf(store_msg *m, char *o)
+{
+	*o++ = '\r';
+	*o++ = '\n';
+	msg_line_end(m, (size_t)(o - m->buf));
+	return o;
+}
+
+/* The length of the run at P (at most LEN octets) with no CR and no LF.
+ * Eight octets at a time: a message is mostly such runs (lines of text),
+ * and this loop is what every received octet passes through. */
+static size_t msg_plain_run(const char *p, size_t len)
+{
+	const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+	const uint64_t cr = ones * '\r', lf = ones * '\n';
+	size_t i = 0;
+
+	for (; i + 8 <= len; i += 8) {
+		uint64_t v, a, b;
+		memcpy(&v, p + i, 8);
+		a = v ^ cr;
+		b = v ^ lf;
+		/* A zero byte in A or B (the classic test: it is exact for
+		 * "any zero byte", which is all that is asked here). */
+		if (((a - ones) & ~a & highs) | ((b - ones) & ~b & highs))
+			break;
+	}
+	while (i < len && p[i] != '\r' && p[i] != '\n')
+		i++;
+	return i;
+}
+
 /*
  * Bare LF and bare CR both become CRLF (RFC 5322 section 2.3 forbids bare
  * ones, and IMAP serves exactly these octets).  A CR at the end of one
@@ -96,28 +130,29 @@ void store_msg_append(store_msg *m, const char *p, size_t len)
 		m->failed = true;
 		return;
 	}
-	size_t start = m->len;
+	size_t start = m->len, i = 0;
 	char *o = m->buf + m->len;
-	for (size_t i = 0; i < len; i++) {
-		char c = p[i];
-		if (m->pending_cr) {
-			m->pending_cr = false;
-			*o++ = '\r';
-			*o++ = '\n';
-			msg_line_end(m, (size_t)(o - m->buf));
-			if (c == '\n')
-				continue;
+	if (m->pending_cr) {
+		m->pending_cr = false;
+		o = msg_crlf(m, o);
+		if (p[0] == '\n')
+			i = 1;
+	}
+	while (i < len) {
+		size_t run = msg_plain_run(p + i, len - i);
+		memcpy(o, p + i, run);
+		o += run;
+		m->line_len += run;
+		i += run;
+		if (i == len)
+			break;
+		if (p[i] == '\r' && i + 1 == len) {
+			m->pending_cr = true;   /* is an LF next?  The next chunk says */
+			break;
 		}
-		if (c == '\r') {
-			m->pending_cr = true;
-		} else if (c == '\n') {
-			*o++ = '\r';
-			*o++ = '\n';
-			msg_line_end(m, (size_t)(o - m->buf));
-		} else {
-			*o++ = c;
-			m->line_len++;
-		}
+		o = msg_crlf(m, o);
+		/* A CR takes the LF after it along; a lone CR or LF is one. */
+		i += (p[i] == '\r' && p[i + 1] == '\n') ? 2 : 1;
 	}
 	m->len = (size_t)(o - m->buf);
 	m->buf[m->len] = '\0';

@@ -503,6 +503,10 @@ static void view_watch_cb(void *arg, uint32_t mailbox_id)
 	if (s->idling) {
 		imap_view_sync(s, true);
 		imap_flush(s);
+		/* Out now rather than after every other watcher's sync: with
+		 * thousands idling, the first pushes should not wait for the
+		 * last ones to be computed. */
+		conn_flush(s->c);
 	}
 }
 

@@ -32,6 +32,7 @@ import grp
 import random
 import re
 import resource
+import select
 import shutil
 import signal
 import smtplib
@@ -505,6 +506,61 @@ class Dovecot(Server):
             return ""
 
 
+class PushFloor(Server):
+    """onebox-pushfloor (tests/bench/pushfloor.c): a do-nothing IMAP and
+    LMTP server that, after each LMTP 250, writes one EXISTS to every idle
+    connection and does nothing else.  The idle scenario runs the same
+    generator against it to show the push latency this machine allows."""
+
+    name = "floor"
+
+    def __init__(self, work, binary, conns):
+        self.work = work
+        self.binary = binary
+        self.conns = conns
+        self.proc = None
+        self.log = work / "pushfloor.log"
+        self.imap = self.lmtp = self.pop3 = None
+
+    def command(self):
+        return [str(self.binary), "--imap-port", "0", "--lmtp-port", "0",
+                "--max-conns", str(self.conns)]
+
+    def start(self):
+        """Start it on free ports: it binds port 0 and prints
+        "PORTS imap=N lmtp=N", read here within START_TIMEOUT."""
+        logf = open(self.log, "ab")
+        try:
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=logf,
+                                         start_new_session=True)
+        finally:
+            logf.close()
+        fd = self.proc.stdout.fileno()
+        got = b""
+        deadline = time.monotonic() + START_TIMEOUT
+        while b"\n" not in got and len(got) < 4096 and time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                chunk = os.read(fd, 256)
+                if not chunk:
+                    break
+                got += chunk
+        m = re.match(r"PORTS imap=(\d+) lmtp=(\d+)\s*$", got.decode("ascii", "replace"))
+        if not m:
+            self.stop()
+            raise BenchError("onebox-pushfloor did not report its ports (%r); log:\n%s"
+                             % (got[:200], tail(self.log)))
+        self.imap, self.lmtp = int(m.group(1)), int(m.group(2))
+
+    def stop(self):
+        out = self.proc.stdout if self.proc is not None else None
+        rc = super().stop()
+        if out is not None:
+            out.close()
+        return rc
+
+
 # -------------------------------------------------------------- the plan
 
 class Plan:
@@ -696,7 +752,7 @@ def run_problem(rec, clients):
 # -------------------------------------------------------------- scenarios
 
 class Bench:
-    def __init__(self, plan, args, loadgen, onebox_bin, dovecot_bin):
+    def __init__(self, plan, args, loadgen, onebox_bin, dovecot_bin, pushfloor=None):
         self.plan = plan
         self.args = args
         self.loadgen = loadgen
@@ -710,6 +766,9 @@ class Bench:
         (self.work / "dovecot").mkdir()
         self.servers = [Onebox(self.work / "onebox", self.ident, conns, onebox_bin)]
         self.dovecot_note = None
+        self.pushfloor = pushfloor    # the binary, or None when not built
+        self.floor = None             # the PushFloor while it runs
+        self.floor_note = None
         if dovecot_bin:
             self.servers.append(Dovecot(self.work / "dovecot", self.ident, conns, dovecot_bin))
         self.runs = []            # every run record
@@ -898,15 +957,18 @@ class Bench:
             cap = max(60, n // 4)
 
             def at_ready(rec):
-                server = next(s for s in self.servers if s.name == rec["server"])
+                server = next(s for s in self.servers + [self.floor]
+                              if s is not None and s.name == rec["server"])
                 rec.update(server.pss())
-            self.abab("idle", "%d connections" % n, n,
-                      lambda s: ["idle"] + self.common(s, s.imap, "idle%d", 1, duration=cap,
-                                                      timeout=300)
-                      + ["--clients", n, "--lmtp-port", s.lmtp, "--deliveries", p.deliveries,
-                         "--interval-ms", 200, "--push-timeout", 10, "--source-addrs", srcs],
+
+            def idle_args(s):
+                return (["idle"] + self.common(s, s.imap, "idle%d", 1, duration=cap, timeout=300)
+                        + ["--clients", n, "--lmtp-port", s.lmtp, "--deliveries", p.deliveries,
+                           "--interval-ms", 200, "--push-timeout", 10, "--source-addrs", srcs])
+            self.abab("idle", "%d connections" % n, n, idle_args,
                       3 * cap + 120, rounds=p.idle_rounds, on_ready=at_ready,
                       settle_bound=120 if p.smoke else 1800)
+            self.run_floor(n, idle_args, 3 * cap + 120, at_ready)
         if p.wants("large"):
             for size in p.large:
                 for s in list(self.servers):
@@ -930,7 +992,50 @@ class Bench:
                              "--search-word", SEARCH_WORD],
                           3 * cap + 120)
 
+    def run_floor(self, n, make_args, timeout, on_ready):
+        """The idle run once more, unchanged, against onebox-pushfloor: the
+        least work any one-thread server can do per push, so its push
+        latency is this machine's floor (loopback writes, the generator's
+        reads).  It only informs: a failure here is printed loudly and
+        recorded, never fails the benchmark."""
+        param = "%d connections" % n
+        if self.pushfloor is None:
+            self.floor_note = "onebox-pushfloor is not built: the push floor was not measured"
+            say(self.floor_note)
+            return
+        floor = PushFloor(self.work, self.pushfloor, n + 200)
+        self.floor = floor
+        try:
+            floor.start()
+            say("idle %s, floor: onebox-pushfloor (imap %d, lmtp %d)"
+                % (param, floor.imap, floor.lmtp))
+            rec = run_loadgen(self.loadgen, make_args(floor) + ["--seed", self.seed], floor,
+                              timeout, on_ready=on_ready)
+            rec.update({"scenario": "idle", "param": param, "round": 1, "clients": n})
+            why = run_problem(rec, n)
+            if why:
+                rec["problem"] = why
+                self.problems.append(("idle", param, floor.name, why))
+                shout("the push floor run failed (this does not fail the benchmark): %s\n%s"
+                      % (why, "\n".join(rec["stderr_tail"][-8:])))
+            else:
+                say("  " + summary(rec))
+            self.runs.append(rec)
+        except (BenchError, OSError, subprocess.SubprocessError) as e:
+            self.problems.append(("idle", param, floor.name, str(e).splitlines()[0]))
+            shout("the push floor could not be measured (this does not fail the "
+                  "benchmark): %s" % e)
+        finally:
+            self.floor = None
+            rc = floor.stop()
+            if rc not in (0, None):
+                say("onebox-pushfloor exited with status %s at SIGTERM; log:\n%s"
+                    % (rc, tail(floor.log)))
+
     def stop(self):
+        if self.floor is not None:
+            self.floor.stop()
+            self.floor = None
         for s in self.servers:
             rc = s.stop()
             if rc not in (0, None) and s.name == "onebox":
@@ -1110,6 +1215,7 @@ class Report:
                          self.both(sc, param, lambda r, q=q:
                                    (r["result"].get("push_after_data_ms") or {}).get(q)),
                          optional=True)
+            self.floor_rows(label, sc, param)
             self.row(label, "pushes missed (sum of rounds)",
                      (sum_or_none([r["result"].get("missed") for r in self.recs(sc, param, "onebox")]),
                       sum_or_none([r["result"].get("missed") for r in self.recs(sc, param, "Dovecot")])),
@@ -1121,6 +1227,21 @@ class Report:
                       sum_or_none([r["result"].get("errors") for r in self.recs(sc, param, "Dovecot")])),
                      digits=0)
             self.row(label, "server CPU s per run", self.both(sc, param, lambda r: r["server_cpu_s"]))
+
+    def floor_rows(self, label, sc, param):
+        """The do-nothing server's push latency (bench.py's run_floor), in
+        the onebox column, and onebox's p99 over it."""
+        recs = self.recs(sc, param, "floor")
+        if not recs:
+            return
+        for q in ("p50", "p99", "max"):
+            self.row(label, "push %s ms of a do-nothing server (floor)" % q,
+                     (mean([(r["result"].get("push_ms") or {}).get(q) for r in recs]), None))
+        onebox = self.both(sc, param, lambda r: (r["result"].get("push_ms") or {}).get("p99"))[0]
+        floor = mean([(r["result"].get("push_ms") or {}).get("p99") for r in recs])
+        r = ratio(onebox, floor)
+        self.rows.append((label, "onebox push p99 / floor p99",
+                          "—" if r is None else "%.2f×" % r, "—", "—", "", "—"))
 
     def large(self):
         sc = "large"
@@ -1172,6 +1293,10 @@ class Report:
         if self.b.dovecot_note:
             out.append("**%s — onebox ran alone; no ratios.**\n" % self.b.dovecot_note)
         out.append("Means of the rounds per side; ratio = onebox / Dovecot.\n")
+        if any(r["server"] == "floor" for r in self.b.runs):
+            out.append("Rows marked (floor): the idle run against onebox-pushfloor, a "
+                       "do-nothing server (tests/bench/pushfloor.c), shown in the onebox "
+                       "column.\n")
         out.append("| scenario | metric | onebox | Dovecot | ratio | target | |")
         out.append("|---|---|--:|--:|--:|---|---|")
         last = None
@@ -1300,9 +1425,8 @@ def raise_nofile(want):
 
 # ------------------------------------------------------------------ main
 
-def find_loadgen(build):
-    for cand in (build / "onebox-loadgen", build / "tests" / "bench" / "onebox-loadgen",
-                 build / "tests" / "onebox-loadgen"):
+def find_loadgen(build, name="onebox-loadgen"):
+    for cand in (build / name, build / "tests" / "bench" / name, build / "tests" / name):
         if cand.is_file() and os.access(cand, os.X_OK):
             return cand
     return None
@@ -1409,7 +1533,8 @@ def main(argv):
     bench = None
     status = 0
     try:
-        bench = Bench(plan, a, loadgen, onebox_bin, dovecot_bin)
+        bench = Bench(plan, a, loadgen, onebox_bin, dovecot_bin,
+                      pushfloor=find_loadgen(build, "onebox-pushfloor"))
         if dovecot_note:
             bench.dovecot_note = dovecot_note
         bench.setup()
@@ -1449,6 +1574,8 @@ def main(argv):
         "fs.inotify.max_user_instances": inotify if inotify is not None else "unchanged",
         "wall time": "%.1f min" % ((time.time() - started) / 60),
     }
+    if bench.floor_note:
+        meta["push floor"] = bench.floor_note
     rep = Report(bench)
     rep.build()
     md = rep.markdown(meta)
@@ -1466,13 +1593,18 @@ def main(argv):
         shutil.rmtree(bench.work, ignore_errors=True)
 
     onebox_problems = [p for p in bench.problems if p[2] == "onebox"]
-    other = [p for p in bench.problems if p[2] != "onebox"]
-    # A generator that crashed is our bug whichever server it drove.
+    other = [p for p in bench.problems if p[2] == "Dovecot"]
+    # A generator that crashed is our bug whichever server it drove; the
+    # push floor only informs, so its runs are reported and never fail.
     crashed = [r for r in bench.runs if isinstance(r.get("exit"), int) and r["exit"] < 0
-               and not r.get("killed")]
+               and not r.get("killed") and r["server"] != "floor"]
     for r in crashed:
         say("FAILED: onebox-loadgen %s died of signal %d against %s"
             % (r["scenario"], -r["exit"], r["server"]))
+    floor_problems = [p for p in bench.problems if p[2] == "floor"]
+    if floor_problems:
+        shout("push floor problems (reported, not failing the run):\n" +
+              "\n".join("%s %s: %s" % (p[0], p[1], p[3]) for p in floor_problems))
     if other:
         shout("Dovecot side problems (reported, not failing the run):\n" +
               "\n".join("%s %s: %s" % (p[0], p[1], p[3]) for p in other))

@@ -22,6 +22,7 @@
 
 #include "store/mime.h"
 #include "store/store.h"
+#include "store/store_int.h"
 
 static int passed, failed;
 
@@ -449,6 +450,75 @@ static void test_crlf(void)
 	store_msg_append(m, "more", 4);         /* ignored after finish */
 	CHECK_EQ(store_msg_size(m), 10);
 	store_msg_unref(m);
+}
+
+/* The rule of store_msg_append, one octet at a time: the reference the
+ * word-at-a-time version must agree with. */
+static size_t crlf_reference(const char *in, size_t len, char *out)
+{
+	size_t o = 0;
+	bool cr = false;
+
+	for (size_t i = 0; i < len; i++) {
+		if (cr) {
+			cr = false;
+			out[o++] = '\r';
+			out[o++] = '\n';
+			if (in[i] == '\n')
+				continue;
+		}
+		if (in[i] == '\r')
+			cr = true;
+		else if (in[i] == '\n')
+			o += (size_t)(memcpy(out + o, "\r\n", 2), 2);
+		else
+			out[o++] = in[i];
+	}
+	if (cr)
+		o += (size_t)(memcpy(out + o, "\r\n", 2), 2);
+	return o;
+}
+
+/* Random text rich in CR, LF and long plain runs, cut into random chunks:
+ * the normalised bytes must be the reference's, and so must the SHA-256
+ * the store keys the body by. */
+static void test_crlf_random(void)
+{
+	static const char alphabet[] = "\r\n\r\nab\0cdefghij";
+	char in[3000], want[6000];
+	unsigned seed = 12345;
+	int bad = 0;
+
+	for (int round = 0; round < 400; round++) {
+		size_t len = (size_t)(rand_r(&seed) % sizeof in);
+		for (size_t i = 0; i < len; i++) {
+			/* Runs of plain text, so the eight-octet path is taken. */
+			if (rand_r(&seed) % 4)
+				in[i] = (char)('A' + rand_r(&seed) % 26);
+			else
+				in[i] = alphabet[rand_r(&seed) % (sizeof alphabet - 1)];
+		}
+		size_t wlen = crlf_reference(in, len, want);
+		store_msg *m = store_msg_new();
+		for (size_t at = 0; at < len;) {
+			size_t n = 1 + (size_t)(rand_r(&seed) % 40);
+			if (rand_r(&seed) % 8 == 0)
+				n = len - at;
+			if (n > len - at)
+				n = len - at;
+			store_msg_append(m, in + at, n);
+			at += n;
+		}
+		size_t got = store_msg_finish(m);
+		struct store_msg_info info;
+		uint8_t digest[32];
+		gnutls_hash_fast(GNUTLS_DIG_SHA256, want, wlen, digest);
+		if (got != wlen || memcmp(store_msg_data(m), want, wlen) != 0 ||
+		    !store_msg_info_get(m, &info) || memcmp(info.id, digest, 32) != 0)
+			bad++;
+		store_msg_unref(m);
+	}
+	CHECK_EQ(bad, 0);
 }
 
 struct changes {
@@ -1835,6 +1905,7 @@ int main(void)
 	test_deliver();
 	test_single_instance();
 	test_crlf();
+	test_crlf_random();
 	test_flags_modseq();
 	test_move_copy();
 	test_mailboxes();
