@@ -36,6 +36,7 @@
 #define OUT_CHUNK_MAX (256 * 1024) /* a large write gets chunks up to this */
 #define WRITE_MAX_BUFS 64          /* chunks handed to one uv_write */
 #define IN_GROW (16 * 1024)        /* input buffer growth step */
+#define IN_BYTES_READ (64 * 1024)  /* room offered to a read in bytes mode */
 #define IN_MIN_LIMIT (16 * 1024)   /* stop reading above this at the least */
 /* After conn_close, queued output must keep moving or we give up. */
 #define CLOSE_LINGER_MS 10000
@@ -1064,7 +1065,11 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 			*buf = uv_buf_init(p, (unsigned)room);
 		return;
 	}
-	if (in_reserve(c, 4096))
+	/* A message body (LMTP DATA, an APPEND literal) comes in large
+	 * reads: a quarter of the system calls for a big message.  The
+	 * front-end takes the bytes as they come, and update_reading still
+	 * stops reading past in_limit, so this bounds memory as before. */
+	if (in_reserve(c, c->bytes_mode ? IN_BYTES_READ : 4096))
 		*buf = uv_buf_init(c->in + c->in_len, (unsigned)(c->in_cap - c->in_len));
 }
 
