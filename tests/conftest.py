@@ -229,6 +229,23 @@ class TaggedImap:
         assert tagged.startswith(b"OK"), (text, unt, tagged)
         return unt
 
+    LIST_RE = re.compile(rb'\* (LIST|LSUB) \(([^)]*)\) "/" (\S+|"[^"]*")( .*)?$')
+
+    def listing(self, text):
+        """{name: (set of attributes, extended data or b"")} from a LIST
+        or LSUB command that must succeed; each name at most once (RFC 5258
+        section 3.3 rule 1).  STATUS lines (LIST-STATUS) are skipped."""
+        out = {}
+        for ln in self.ok(text):
+            if ln.startswith(b"* STATUS"):
+                continue
+            m = self.LIST_RE.match(ln)
+            assert m, ln
+            name = m.group(3).strip(b'"').decode()
+            assert name not in out, ("listed twice", name)
+            out[name] = (set(m.group(2).split()), (m.group(4) or b"").strip())
+        return out
+
     def close(self):
         self.f.close()
         self.sock.close()

@@ -696,25 +696,31 @@ static int search_and_load(struct imap_session *s, struct imap_cmd *cmd,
 	return rc;
 }
 
+/* Answer a failed parse of SORT or THREAD: an unknown charset is a NO
+ * (RFC 5256 section 3 lists "can't sort that charset" under NO; the code
+ * is RFC 3501's BADCHARSET), anything else a BAD.  True when it answered. */
+static bool parse_failed(struct imap_session *s, struct imap_cmd *cmd, int rc)
+{
+	if (rc == IMAP_PARSE_OK)
+		return false;
+	if (rc == IMAP_PARSE_BADCHARSET)
+		imap_no(s, "BADCHARSET (UTF-8 US-ASCII)", "Unsupported charset");
+	else
+		imap_bad(s, NULL, "%s", cmd->error);
+	return true;
+}
+
 void imap_cmd_sort(struct imap_session *s, struct imap_cmd *cmd)
 {
 	struct imap_sort q;
 	struct sortset ss = { 0 };
 	int rc;
 
-	if (imap_parse_sp(cmd) != IMAP_PARSE_OK) {
-		imap_bad(s, NULL, "%s", cmd->error);
+	rc = imap_parse_sp(cmd);
+	if (rc == IMAP_PARSE_OK)
+		rc = imap_parse_sort(cmd, &q);
+	if (parse_failed(s, cmd, rc))
 		return;
-	}
-	rc = imap_parse_sort(cmd, &q);
-	if (rc == IMAP_PARSE_BADCHARSET) {
-		imap_no(s, "BADCHARSET (UTF-8 US-ASCII)", "Unsupported charset");
-		return;
-	}
-	if (rc != IMAP_PARSE_OK) {
-		imap_bad(s, NULL, "%s", cmd->error);
-		return;
-	}
 	if (search_and_load(s, cmd, &q.search, sort_needs(&q), &ss) != 0) {
 		sortset_free(&ss);
 		return;
@@ -1307,19 +1313,11 @@ void imap_cmd_thread(struct imap_session *s, struct imap_cmd *cmd)
 	struct ivec stack = { 0 };
 	int rc;
 
-	if (imap_parse_sp(cmd) != IMAP_PARSE_OK) {
-		imap_bad(s, NULL, "%s", cmd->error);
+	rc = imap_parse_sp(cmd);
+	if (rc == IMAP_PARSE_OK)
+		rc = imap_parse_thread(cmd, &q);
+	if (parse_failed(s, cmd, rc))
 		return;
-	}
-	rc = imap_parse_thread(cmd, &q);
-	if (rc == IMAP_PARSE_BADCHARSET) {
-		imap_no(s, "BADCHARSET (UTF-8 US-ASCII)", "Unsupported charset");
-		return;
-	}
-	if (rc != IMAP_PARSE_OK) {
-		imap_bad(s, NULL, "%s", cmd->error);
-		return;
-	}
 	unsigned need = NEED_SUBJECT | NEED_SENT;
 	if (q.alg == IMAP_THREAD_REFERENCES)
 		need |= NEED_REFS;

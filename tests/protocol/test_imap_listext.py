@@ -15,7 +15,6 @@ RECURSIVEMATCH without SUBSCRIBED, extended syntax in LSUB.
 The client is a raw socket; responses are compared as bytes.
 """
 
-import re
 from conftest import TaggedImap
 
 USES = {"Drafts": b"\\Drafts", "Sent": b"\\Sent", "Trash": b"\\Trash", "Junk": b"\\Junk",
@@ -29,24 +28,6 @@ class Client(TaggedImap):
         assert unt == [], unt
         # Twenty BADs in a row end the session; these are one at a time.
         assert self.ok("NOOP") == []
-
-
-LIST_RE = re.compile(rb'\* (LIST|LSUB) \(([^)]*)\) "/" (\S+|"[^"]*")( .*)?$')
-
-
-def listing(c, text):
-    """{name: (set of attributes, extended data or b"")} from a LIST
-    command; each name at most once (RFC 5258 §3.3 rule 1)."""
-    out = {}
-    for ln in c.ok(text):
-        if ln.startswith(b"* STATUS"):
-            continue
-        m = LIST_RE.match(ln)
-        assert m, ln
-        name = m.group(3).strip(b'"').decode()
-        assert name not in out, ("listed twice", name)
-        out[name] = (set(m.group(2).split()), (m.group(4) or b"").strip())
-    return out
 
 
 def setup_tree(daemon):
@@ -73,21 +54,21 @@ def test_capabilities_and_children(daemon):
                  b"LIST-STATUS"):
         assert want in caps, want
     # RFC 3348: a plain LIST carries the children attributes.
-    got = listing(c, 'LIST "" "*"')
+    got = c.listing('LIST "" "*"')
     assert set(got) == ALL
     for name, (attrs, ext) in got.items():
         has = name in ("Fruit", "Vegetable")
         assert (b"\\HasChildren" in attrs) == has and (b"\\HasNoChildren" in attrs) != has, name
         assert b"\\Subscribed" not in attrs and ext == b"", name
     # RETURN (CHILDREN) asks for the same; no other mailboxes appear.
-    assert listing(c, 'LIST "" "%" RETURN (CHILDREN)') == \
+    assert c.listing('LIST "" "%" RETURN (CHILDREN)') == \
         {k: v for k, v in got.items() if "/" not in k}
     c.close()
 
 
 def test_selection_subscribed(daemon):
     c = setup_tree(daemon)
-    got = listing(c, 'LIST (SUBSCRIBED) "" "*"')
+    got = c.listing('LIST (SUBSCRIBED) "" "*"')
     assert set(got) == SUBSCRIBED
     # The selection option implies the return option (RFC 5258 §3.1), and
     # the other attributes are the real ones.
@@ -96,30 +77,30 @@ def test_selection_subscribed(daemon):
     assert b"\\HasChildren" in got["Vegetable"][0]
     assert USES["Trash"] in got["Trash"][0]
     # Only subscribed names at the top level: Fruit is not.
-    assert set(listing(c, 'LIST (SUBSCRIBED) "" "%"')) == SUBSCRIBED - {
+    assert set(c.listing('LIST (SUBSCRIBED) "" "%"')) == SUBSCRIBED - {
         "Fruit/Banana", "Vegetable/Broccoli"}
     # REMOTE has nothing to add here; with SUBSCRIBED it is SUBSCRIBED.
-    assert listing(c, 'LIST (REMOTE SUBSCRIBED) "" "*"') == got
+    assert c.listing('LIST (REMOTE SUBSCRIBED) "" "*"') == got
     # An option given twice counts once.
-    assert listing(c, 'LIST (SUBSCRIBED SUBSCRIBED) "" "*"') == got
+    assert c.listing('LIST (SUBSCRIBED SUBSCRIBED) "" "*"') == got
     c.close()
 
 
 def test_return_subscribed(daemon):
     c = setup_tree(daemon)
-    got = listing(c, 'LIST "" "*" RETURN (SUBSCRIBED)')
+    got = c.listing('LIST "" "*" RETURN (SUBSCRIBED)')
     assert set(got) == ALL
     for name, (attrs, _) in got.items():
         assert (b"\\Subscribed" in attrs) == (name in SUBSCRIBED), name
-    assert listing(c, 'LIST (REMOTE) "" "*" RETURN (SUBSCRIBED CHILDREN)') == got
+    assert c.listing('LIST (REMOTE) "" "*" RETURN (SUBSCRIBED CHILDREN)') == got
     # () is the extended syntax with no selection: every mailbox.
-    assert set(listing(c, 'LIST () "" "*"')) == ALL
+    assert set(c.listing('LIST () "" "*"')) == ALL
     c.close()
 
 
 def test_recursivematch(daemon):
     c = setup_tree(daemon)
-    got = listing(c, 'LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"')
+    got = c.listing('LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"')
     # Fruit is not subscribed but has a subscribed child that "%" does not
     # reach: listed, without \Subscribed, with CHILDINFO (RFC 5258 §3.5).
     assert got["Fruit"] == ({b"\\HasChildren"}, CHILDINFO), got["Fruit"]
@@ -131,12 +112,12 @@ def test_recursivematch(daemon):
                         "Vegetable"}
     # With "*" Fruit/Banana is listed itself, so Fruit is not (RFC 9051
     # §6.3.9.3 rule 2, §6.3.9.6: no redundant CHILDINFO).
-    got = listing(c, 'LIST (SUBSCRIBED RECURSIVEMATCH) "" "*"')
+    got = c.listing('LIST (SUBSCRIBED RECURSIVEMATCH) "" "*"')
     assert set(got) == SUBSCRIBED
     assert got["Vegetable"][1] == CHILDINFO and got["Vegetable/Broccoli"][1] == b""
     # RFC 5258 §5 example 8C: once no child is subscribed, no CHILDINFO.
     c.ok("UNSUBSCRIBE Vegetable/Broccoli")
-    got = listing(c, 'LIST (SUBSCRIBED RECURSIVEMATCH) "" "%" RETURN (CHILDREN)')
+    got = c.listing('LIST (SUBSCRIBED RECURSIVEMATCH) "" "%" RETURN (CHILDREN)')
     assert got["Vegetable"] == ({b"\\HasChildren", b"\\Subscribed"}, b"")
     # RETURN (STATUS) goes only to the mailboxes that meet the selection.
     unt = c.ok('LIST (SUBSCRIBED RECURSIVEMATCH) "" "%" RETURN (STATUS (MESSAGES))')
@@ -149,15 +130,15 @@ def test_recursivematch(daemon):
 
 def test_special_use_options(daemon):
     c = setup_tree(daemon)
-    got = listing(c, 'LIST (SPECIAL-USE) "" "*"')
+    got = c.listing('LIST (SPECIAL-USE) "" "*"')
     assert set(got) == set(USES)
     for name, (attrs, _) in got.items():
         assert USES[name] in attrs, (name, attrs)
     # With SUBSCRIBED: both criteria must hold.
     c.ok("UNSUBSCRIBE Junk")
-    assert set(listing(c, 'LIST (SPECIAL-USE SUBSCRIBED) "" "*"')) == set(USES) - {"Junk"}
+    assert set(c.listing('LIST (SPECIAL-USE SUBSCRIBED) "" "*"')) == set(USES) - {"Junk"}
     # The return option shows the attributes, and no more mailboxes.
-    got = listing(c, 'LIST "" "%" RETURN (SPECIAL-USE)')
+    got = c.listing('LIST "" "%" RETURN (SPECIAL-USE)')
     assert set(got) == {n for n in ALL if "/" not in n}
     assert USES["Sent"] in got["Sent"][0] and got["Tofu"][0] == {b"\\HasNoChildren"}
     c.close()
@@ -165,18 +146,18 @@ def test_special_use_options(daemon):
 
 def test_multiple_patterns(daemon):
     c = setup_tree(daemon)
-    got = listing(c, 'LIST "" (INBOX "Fruit/%" Tofu)')
+    got = c.listing('LIST "" (INBOX "Fruit/%" Tofu)')
     assert set(got) == {"INBOX", "Fruit/Apple", "Fruit/Banana", "Tofu"}
     # A name matched by several patterns is listed once.
-    assert set(listing(c, 'LIST "" ("Fruit/*" "*/Apple" "*e")')) == {
+    assert set(c.listing('LIST "" ("Fruit/*" "*/Apple" "*e")')) == {
         "Fruit/Apple", "Fruit/Banana", "Vegetable", "Archive"}
     # The reference applies to every pattern.
-    assert set(listing(c, 'LIST "Vegetable/" (Broccoli Co%)')) == {
+    assert set(c.listing('LIST "Vegetable/" (Broccoli Co%)')) == {
         "Vegetable/Broccoli", "Vegetable/Corn"}
     # In the extended syntax "" is ignored, not a request for the delimiter.
     assert c.ok('LIST "" ("")') == []
     assert c.ok('LIST () "" ""') == []
-    assert set(listing(c, 'LIST "" ("" Tofu)')) == {"Tofu"}
+    assert set(c.listing('LIST "" ("" Tofu)')) == {"Tofu"}
     # The basic syntax keeps its meaning.
     assert c.ok('LIST "" ""') == [b'* LIST (\\Noselect) "/" ""']
     # With options and STATUS.
@@ -221,7 +202,7 @@ def test_errors(daemon):
     c.bad('LSUB "" ("a" "b")')
     c.bad('LSUB "" "*" RETURN (CHILDREN)')
     # The session goes on.
-    assert "Tofu" in listing(c, 'LIST "" "%"')
+    assert "Tofu" in c.listing('LIST "" "%"')
     c.close()
 
 
@@ -231,25 +212,25 @@ def test_create_special_use(daemon):
     c.ok("DELETE Archive")
     unt, tagged = c.cmd("CREATE Old/Mail (USE (\\Archive))")
     assert tagged.startswith(b"OK [MAILBOXID "), tagged
-    got = listing(c, 'LIST "" "Old*"')
+    got = c.listing('LIST "" "Old*"')
     assert got == {"Old": ({b"\\HasChildren"}, b""),
                    "Old/Mail": ({b"\\HasNoChildren", b"\\Archive"}, b"")}, got
     # ... several at once, in any case ...
     c.ok("DELETE Sent")
     c.ok("DELETE Drafts")
     c.ok("CREATE Outbox (USE (\\sent \\DRAFTS))")
-    assert listing(c, 'LIST (SPECIAL-USE) "" "Outbox"') == {
+    assert c.listing('LIST (SPECIAL-USE) "" "Outbox"') == {
         "Outbox": ({b"\\HasNoChildren", b"\\Sent", b"\\Drafts"}, b"")}
     # ... or none.
     c.ok("CREATE Plain (USE ())")
-    assert listing(c, 'LIST "" "Plain"')["Plain"][0] == {b"\\HasNoChildren"}
+    assert c.listing('LIST "" "Plain"')["Plain"][0] == {b"\\HasNoChildren"}
     # A use another mailbox has, or one the store cannot give: NO
     # [USEATTR], and nothing is created.
     for cmd in ("CREATE Bin (USE (\\Trash))", "CREATE Everything (USE (\\All))",
                 "CREATE Starred (USE (\\Flagged))", "CREATE Odd (USE (\\Nonsense))"):
         unt, tagged = c.cmd(cmd)
         assert tagged.startswith(b"NO [USEATTR]"), (cmd, tagged)
-    assert set(listing(c, 'LIST "" "%"')) == {"INBOX", "Trash", "Junk", "Old", "Outbox",
+    assert set(c.listing('LIST "" "%"')) == {"INBOX", "Trash", "Junk", "Old", "Outbox",
                                              "Plain"}
     # Bad syntax, and parameters other than USE (RFC 4466 §2.2): BAD.
     for cmd in ("CREATE X (FOO (\\Trash))", "CREATE X (USE)", "CREATE X (USE \\Trash)",
@@ -258,10 +239,10 @@ def test_create_special_use(daemon):
         c.bad(cmd)
     unt, tagged = c.cmd("CREATE Old/Mail (USE ())")
     assert tagged.startswith(b"NO [ALREADYEXISTS]"), tagged
-    assert "X" not in listing(c, 'LIST "" "%"')
+    assert "X" not in c.listing('LIST "" "%"')
     # The POP3 side finds the new Trash too: the use is in the store.
     c.ok("DELETE Trash")
     c.ok("CREATE Papierkorb (USE (\\Trash))")
-    assert listing(c, 'LIST (SPECIAL-USE) "" "Papierkorb"')["Papierkorb"][0] == {
+    assert c.listing('LIST (SPECIAL-USE) "" "Papierkorb"')["Papierkorb"][0] == {
         b"\\HasNoChildren", b"\\Trash"}
     c.close()

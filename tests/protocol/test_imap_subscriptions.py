@@ -33,23 +33,6 @@ class Client(TaggedImap):
         return unt
 
 
-LIST_RE = re.compile(rb'\* (LIST|LSUB) \(([^)]*)\) "/" (\S+|"[^"]*")( .*)?$')
-
-
-def listing(c, text):
-    """{name: (set of attributes, extended data or b"")}; each name once."""
-    out = {}
-    for ln in c.ok(text):
-        if ln.startswith(b"* STATUS"):
-            continue
-        m = LIST_RE.match(ln)
-        assert m, ln
-        name = m.group(3).strip(b'"').decode()
-        assert name not in out, ("listed twice", name)
-        out[name] = (set(m.group(2).split()), (m.group(4) or b"").strip())
-    return out
-
-
 DEFAULTS = {"INBOX", "Drafts", "Sent", "Trash", "Junk", "Archive"}
 
 
@@ -57,7 +40,7 @@ def test_delete_keeps_subscription(daemon):
     c = Client(daemon)
     c.ok("CREATE Lists/IETF")             # CREATE subscribes, the parent too
     c.ok("DELETE Lists/IETF")
-    got = listing(c, 'LIST (SUBSCRIBED) "" "*"')
+    got = c.listing('LIST (SUBSCRIBED) "" "*"')
     assert set(got) == DEFAULTS | {"Lists", "Lists/IETF"}
     # The exact line of RFC 5258 §3.3's example, with our children attribute.
     assert b'* LIST (\\NonExistent \\HasNoChildren \\Subscribed) "/" Lists/IETF' in \
@@ -65,8 +48,8 @@ def test_delete_keeps_subscription(daemon):
     # Its parent has no child mailbox left: a gone name is no child.
     assert got["Lists"] == ({b"\\HasNoChildren", b"\\Subscribed"}, b"")
     # Only a subscription lists a name that is not a mailbox.
-    assert "Lists/IETF" not in listing(c, 'LIST "" "*"')
-    assert "Lists/IETF" not in listing(c, 'LIST "" "*" RETURN (SUBSCRIBED)')
+    assert "Lists/IETF" not in c.listing('LIST "" "*"')
+    assert "Lists/IETF" not in c.listing('LIST "" "*" RETURN (SUBSCRIBED)')
     # LIST-STATUS: no STATUS line for it (RFC 5819 §2), one for the others.
     unt = c.ok('LIST (SUBSCRIBED) "" "Lists*" RETURN (STATUS (MESSAGES))')
     assert unt == [b'* LIST (\\HasNoChildren \\Subscribed) "/" Lists',
@@ -80,11 +63,11 @@ def test_delete_keeps_subscription(daemon):
     c.no("STATUS Lists/IETF (MESSAGES)", b"NONEXISTENT")
     # Another session sees the same set.
     c2 = Client(daemon)
-    assert listing(c2, 'LIST (SUBSCRIBED) "" "Lists/IETF"')["Lists/IETF"][0] == \
+    assert c2.listing('LIST (SUBSCRIBED) "" "Lists/IETF"')["Lists/IETF"][0] == \
         {NE, b"\\HasNoChildren", b"\\Subscribed"}
     # Created again: the name is a mailbox again, and still subscribed.
     c.ok("CREATE Lists/IETF")
-    got = listing(c2, 'LIST (SUBSCRIBED) "" "Lists/*"')
+    got = c2.listing('LIST (SUBSCRIBED) "" "Lists/*"')
     assert got == {"Lists/IETF": ({b"\\HasNoChildren", b"\\Subscribed"}, b"")}
     c.close()
     c2.close()
@@ -98,9 +81,9 @@ def test_recreated_mailbox_is_subscribed_again(daemon):
     c.ok("DELETE Reports")
     c.ok("CREATE Draft-Reports")
     c.ok("UNSUBSCRIBE Draft-Reports")
-    assert "Draft-Reports" not in listing(c, 'LIST (SUBSCRIBED) "" "*"')
+    assert "Draft-Reports" not in c.listing('LIST (SUBSCRIBED) "" "*"')
     c.ok("RENAME Draft-Reports Reports")
-    got = listing(c, 'LIST "" "*Reports" RETURN (SUBSCRIBED)')
+    got = c.listing('LIST "" "*Reports" RETURN (SUBSCRIBED)')
     assert got == {"Reports": ({b"\\HasNoChildren", b"\\Subscribed"}, b"")}, got
     c.close()
 
@@ -135,11 +118,11 @@ def test_rename_leaves_subscriptions(daemon):
     c.ok("CREATE Work/2024")
     c.ok("RENAME Work Job")
     # RFC 9051 §6.3.6: the old names stay subscribed; the new ones are not.
-    got = listing(c, 'LIST (SUBSCRIBED) "" "*"')
+    got = c.listing('LIST (SUBSCRIBED) "" "*"')
     assert set(got) == DEFAULTS | {"Work", "Work/2024"}, got
     assert got["Work"][0] == {NE, b"\\HasNoChildren", b"\\Subscribed"}
     assert got["Work/2024"][0] == {NE, b"\\HasNoChildren", b"\\Subscribed"}
-    got = listing(c, 'LIST "" "Job*" RETURN (SUBSCRIBED)')
+    got = c.listing('LIST "" "Job*" RETURN (SUBSCRIBED)')
     assert got == {"Job": ({b"\\HasChildren"}, b""), "Job/2024": ({b"\\HasNoChildren"}, b"")}
     # The sequence §6.3.6 gives clients to keep them in step.
     c.ok("SUBSCRIBE Job")
@@ -151,7 +134,7 @@ def test_rename_leaves_subscriptions(daemon):
     # RENAME INBOX: INBOX stays (and stays subscribed); the new mailbox is
     # the renamed one, so it is not subscribed either.
     c.ok("RENAME INBOX Saved")
-    got = listing(c, 'LIST "" "*" RETURN (SUBSCRIBED)')
+    got = c.listing('LIST "" "*" RETURN (SUBSCRIBED)')
     assert b"\\Subscribed" in got["INBOX"][0]
     assert b"\\Subscribed" not in got["Saved"][0]
     c.close()
@@ -187,9 +170,9 @@ def test_gone_parent_of_a_gone_subscription(daemon):
         c.ok("DELETE " + name)
     for name in ("Old/Deep", "Old"):
         c.ok("UNSUBSCRIBE " + name)
-    got = listing(c, 'LIST (SUBSCRIBED) "" "Old*"')
+    got = c.listing('LIST (SUBSCRIBED) "" "Old*"')
     assert got == {"Old/Deep/Box": ({NE, b"\\HasNoChildren", b"\\Subscribed"}, b"")}, got
-    assert listing(c, 'LIST (SUBSCRIBED) "" "%"').keys() == DEFAULTS
+    assert c.listing('LIST (SUBSCRIBED) "" "%"').keys() == DEFAULTS
     unt = c.ok('LIST (SUBSCRIBED RECURSIVEMATCH) "" "Old%"')
     assert unt == [b'* LIST (\\NonExistent \\HasNoChildren) "/" Old ("CHILDINFO" ("SUBSCRIBED"))'], unt
     unt = c.ok('LIST (SUBSCRIBED RECURSIVEMATCH) "" "Old/%"')
@@ -202,7 +185,7 @@ def test_gone_parent_of_a_gone_subscription(daemon):
     # CREATE of the deep name brings every level back; the box was
     # subscribed all along, the new parents are subscribed by CREATE.
     c.ok("CREATE Old/Deep/Box")
-    got = listing(c, 'LIST (SUBSCRIBED) "" "Old*"')
+    got = c.listing('LIST (SUBSCRIBED) "" "Old*"')
     assert {n: a for n, (a, _) in got.items()} == {
         "Old": {b"\\HasChildren", b"\\Subscribed"},
         "Old/Deep": {b"\\HasChildren", b"\\Subscribed"},
@@ -217,10 +200,10 @@ def test_subscriptions_survive_restart_and_are_per_user(daemon):
     c.close()
     daemon.restart()
     c = Client(daemon)
-    got = listing(c, 'LIST (SUBSCRIBED) "" "Archive*"')
+    got = c.listing('LIST (SUBSCRIBED) "" "Archive*"')
     assert got["Archive/2019"][0] == {NE, b"\\HasNoChildren", b"\\Subscribed"}
     assert got["Archive"][0] == {b"\\HasNoChildren", b"\\Subscribed", b"\\Archive"}
     c.close()
     b = Client(daemon, "bob")
-    assert set(listing(b, 'LIST (SUBSCRIBED) "" "*"')) == DEFAULTS
+    assert set(b.listing('LIST (SUBSCRIBED) "" "*"')) == DEFAULTS
     b.close()
