@@ -215,7 +215,10 @@ static struct {
 	unsigned char key[32];         /* random per process: keys every HMAC here */
 	struct lru cache, by_addr, by_user;
 	struct auth_job *delayed;      /* jobs whose answer waits on a timer */
-	struct auth_job *flights;      /* hashes running on the thread pool */
+	/* Hashes running on the thread pool, by the first octet of their
+	 * keyed password MAC: a burst of logins of many accounts (a restart)
+	 * must not scan one long list per login. */
+	struct auth_job *flights[256];
 } A;
 
 static const struct cfg_auth *auth_cfg(conn *c)
@@ -498,9 +501,14 @@ static bool cache_hit(struct auth_job *j)
  * same way (their key is the name as typed and no hash), so answers for
  * them take as long as for known names under load too.
  */
+static struct auth_job **flight_bucket(const struct auth_job *j)
+{
+	return &A.flights[j->pw[0]];
+}
+
 static struct auth_job *flight_find(const struct auth_job *j)
 {
-	for (struct auth_job *f = A.flights; f; f = f->fnext) {
+	for (struct auth_job *f = *flight_bucket(j); f; f = f->fnext) {
 		if (!equal32(f->pw, j->pw) || f->user_id != j->user_id)
 			continue;
 		if (!f->hash != !j->hash || (f->hash && strcmp(f->hash, j->hash) != 0))
@@ -576,11 +584,12 @@ static void password_start(conn *c, const char *user, const char *password, conn
 		lead->followers = j;
 		return;
 	}
-	j->fnext = A.flights;
+	struct auth_job **head = flight_bucket(j);
+	j->fnext = *head;
 	if (j->fnext)
 		j->fnext->fpprev = &j->fnext;
-	j->fpprev = &A.flights;
-	A.flights = j;
+	j->fpprev = head;
+	*head = j;
 	j->work.data = j;
 	if (uv_queue_work(conn_server(c)->loop, &j->work, auth_work, auth_done) != 0)
 		auth_done(&j->work, -1);

@@ -430,8 +430,10 @@ static void output_done(conn *c, size_t done)
 	c->last_output = now_ms(c);
 }
 
-/* Hand the queued chunks to the kernel: one uv_write at a time, with every
- * chunk queued so far (bounded), so small writes become few syscalls. */
+/* Hand the queued chunks to the kernel: first straight away with
+ * uv_try_write, then what the socket did not take with one uv_write at a
+ * time, with every chunk queued so far (bounded), so small writes become
+ * few syscalls. */
 static void flush(conn *c)
 {
 	/* Under COMPRESS, what was deflated since the last flush goes out now,

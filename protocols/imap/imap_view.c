@@ -129,19 +129,24 @@ bool imap_view_is_recent(const struct imap_view *v, uint32_t uid)
 	return v->nrecent && imap_ranges_contain(v->recent, v->nrecent, uid);
 }
 
-/* First index of V's uids[] holding a UID >= UID. */
-static uint32_t view_lower_bound(const struct imap_view *v, uint32_t uid)
+/* First index of the ascending UIDS[0..N) holding a UID >= UID. */
+static uint32_t uids_lower_bound(const uint32_t *uids, uint32_t n, uint32_t uid)
 {
-	uint32_t lo = 0, hi = v->count;
+	uint32_t lo = 0, hi = n;
 
 	while (lo < hi) {
 		uint32_t mid = lo + (hi - lo) / 2;
-		if (v->uids[mid] < uid)
+		if (uids[mid] < uid)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
 	return lo;
+}
+
+static uint32_t view_lower_bound(const struct imap_view *v, uint32_t uid)
+{
+	return uids_lower_bound(v->uids, v->count, uid);
 }
 
 uint32_t imap_view_recent_count(const struct imap_view *v)
@@ -338,16 +343,9 @@ struct cache_catchup {
 
 static bool list_has(const struct uid_list *l, uint32_t uid)
 {
-	uint32_t lo = 0, hi = l->count;
+	uint32_t i = uids_lower_bound(l->uids, l->count, uid);
 
-	while (lo < hi) {
-		uint32_t mid = lo + (hi - lo) / 2;
-		if (l->uids[mid] < uid)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < l->count && l->uids[lo] == uid;
+	return i < l->count && l->uids[i] == uid;
 }
 
 static int catchup_one(const struct store_change *ch, void *arg)

@@ -16,53 +16,30 @@ ONEBOX_SKIP_100K=1 to skip it where it takes too long.
 
 import os
 import re
-import socket
 import time
 
 import pytest
 
-from conftest import CLIENT_TIMEOUT, lmtp_send
+from conftest import CLIENT_TIMEOUT, RawImap, lmtp_send
 
 PW = "alice-pw"
 
 
-class Imap:
-    """A raw IMAP client: tagged commands, untagged lines as text."""
+class Imap(RawImap):
+    """RawImap numbering its own tags (c1, c2, ...), logged in as USER."""
 
     def __init__(self, daemon, user="alice", password=PW):
-        self.sock = socket.create_connection(("127.0.0.1", daemon.imap_port),
-                                             timeout=CLIENT_TIMEOUT)
-        self.f = self.sock.makefile("rb")
+        super().__init__(daemon, timeout=CLIENT_TIMEOUT)
+        assert self.greeting.startswith("* OK"), self.greeting
         self.n = 0
-        greeting = self.line()
-        assert greeting.startswith("* OK"), greeting
         if user is not None:
             _, t = self.cmd("LOGIN %s %s" % (user, password))
             assert " OK " in t, t
 
-    def send(self, text):
-        self.sock.sendall(text.encode() + b"\r\n")
-
-    def line(self):
-        ln = self.f.readline()
-        if not ln:
-            raise EOFError("connection closed")
-        return ln.rstrip(b"\r\n").decode("utf-8", "replace")
-
-    def until(self, tag):
-        got = []
-        while True:
-            ln = self.line()
-            if ln.startswith(tag + " "):
-                return got, ln
-            got.append(ln)
-
     def cmd(self, text):
         """Send TEXT under a new tag: (untagged lines, tagged line)."""
         self.n += 1
-        tag = "c%d" % self.n
-        self.send("%s %s" % (tag, text))
-        return self.until(tag)
+        return super().cmd("c%d" % self.n, text)
 
     def ok(self, text):
         unt, t = self.cmd(text)
@@ -398,7 +375,7 @@ def test_vanished_instead_of_expunge(daemon):
     idler.ok("ENABLE QRESYNC")
     select(idler)
     idler.n += 1
-    idler.send("c%d IDLE" % idler.n)
+    idler.send("c%d IDLE\r\n" % idler.n)
     assert idler.line().startswith("+ ")
 
     # An IMAP expunge in another session, reported as VANISHED at once.
@@ -427,7 +404,7 @@ def test_vanished_instead_of_expunge(daemon):
         if ln.startswith("* VANISHED") and ln != "* VANISHED 2":
             break
     assert got[-1] == "* VANISHED 4", got
-    idler.send("DONE")
+    idler.send("DONE\r\n")
     _, t = idler.until("c%d" % idler.n)
     assert " OK " in t
     unt, _ = idler.ok("UID SEARCH ALL")
