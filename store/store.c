@@ -55,7 +55,7 @@ struct store_watch {
 
 struct store {
 	MDB_env *env;
-	MDB_dbi db_meta, db_users, db_user_ids, db_names, db_mailboxes,
+	MDB_dbi db_main, db_meta, db_users, db_user_ids, db_names, db_mailboxes,
 	        db_messages, db_changes, db_bodies, db_body_info, db_expunged,
 	        db_keywords, db_body_mime, db_subs;
 	/* keywords, body_mime and subscriptions came after format 1's first
@@ -79,8 +79,8 @@ struct store {
 	uint32_t *touched;                      /* mailboxes the done batches wrote */
 	size_t ntouched, captouched;
 	bool foreign;           /* another process committed between our commits */
-	uint64_t done_commit;   /* commit counter after the last posted batch */
-	uint64_t writer_last;   /* commit counter after our writer's last commit */
+	uint64_t done_commit;   /* LMDB txn id of the last posted batch */
+	uint64_t writer_last;   /* LMDB txn id of our writer's last commit */
 
 	/* Loop thread only. */
 	uv_async_t *async;
@@ -459,7 +459,19 @@ static void message_encode(const struct store_message *m, uint8_t buf[MSG_REC_SI
 	enc_bytes(&e, m->body_id, 32);
 }
 
-/* body_info: body id -> {refcount, size, lines, header_size}. */
+/*
+ * Commits are told apart by LMDB's txn id, which every process sees
+ * (mdb_txn_id of a read txn is its snapshot's).  LMDB moves it only when a
+ * txn wrote something, so each write txn first sets this key of the main
+ * database to its own id: the key costs no page of its own, since any
+ * commit that changes a named database rewrites the main database's page
+ * with that database's new root anyway.
+ */
+#define COMMIT_KEY "onebox.txn"
+
+/* body_info: body id -> {refcount, size, lines, header_size}, then the
+ * body's MIME blob.  A body written before the blob moved here keeps it in
+ * body_mime (or has none); see docs/store.md. */
 #define BODY_INFO_SIZE 16
 
 /* keywords: mailbox id -> the mailbox's keyword table, u8 version, u8
@@ -999,10 +1011,21 @@ int store_mailbox_keywords(store_txn *t, uint32_t mailbox_id, const char *names[
 int store_body_mime(store_txn *t, const uint8_t body_id[32], const void **blob,
                     size_t *len)
 {
-	if (!t || !t->s->have_late_dbs)
+	if (!t)
 		return STORE_NOTFOUND;
 	MDB_val v;
-	int st = tx_get(t->txn, t->s->db_body_mime, body_id, 32, &v);
+	int st = tx_get(t->txn, t->s->db_body_info, body_id, 32, &v);
+	if (st)
+		return st;
+	if (v.mv_size > BODY_INFO_SIZE) {
+		*blob = (const uint8_t *)v.mv_data + BODY_INFO_SIZE;
+		*len = v.mv_size - BODY_INFO_SIZE;
+		return STORE_OK;
+	}
+	/* An older body: its blob, if any, is in body_mime. */
+	if (!t->s->have_late_dbs)
+		return STORE_NOTFOUND;
+	st = tx_get(t->txn, t->s->db_body_mime, body_id, 32, &v);
 	if (st)
 		return st;
 	*blob = v.mv_data;
@@ -1352,21 +1375,57 @@ static int keywords_remap(struct wtx *w, uint32_t src, uint32_t dst, uint64_t *b
 
 /* ----------------------------------------------------------- the bodies */
 
-/* Store the MIME structure blob MI carries (parsed at ingest by msg.c; the
- * writer only copies it) for body ID.  A body stored before blobs existed
- * gains one when the same bytes are delivered again. */
-static int body_mime_put(struct wtx *w, const uint8_t id[32], const struct store_msg_info *mi,
-                         bool is_new)
+/*
+ * Write body ID's body_info value: INFO (refcount and sizes) followed by
+ * BLOB, the MIME structure msg.c serialised at ingest (the writer only
+ * copies it).  One record, so a new body costs one path of this B-tree and
+ * not two: every page a commit dirties is one more scattered write and
+ * flush (docs/benchmarks.md).
+ */
+static int body_info_put(struct wtx *w, const uint8_t id[32],
+                         const uint8_t info[BODY_INFO_SIZE], const void *blob, size_t bloblen)
 {
-	if (!mi || !mi->mime || mi->mime_len == 0)
-		return STORE_OK;
-	if (!is_new) {
-		MDB_val v;
-		int st = w_get(w, w->s->db_body_mime, id, 32, &v);
-		if (st != STORE_NOTFOUND)
+	if (bloblen == 0)
+		return w_put(w, w->s->db_body_info, id, 32, info, BODY_INFO_SIZE);
+	uint8_t *b = malloc(BODY_INFO_SIZE + bloblen);
+	if (!b)
+		return STORE_TEMPFAIL;
+	memcpy(b, info, BODY_INFO_SIZE);
+	memcpy(b + BODY_INFO_SIZE, blob, bloblen);
+	int st = w_put(w, w->s->db_body_info, id, 32, b, BODY_INFO_SIZE + bloblen);
+	free(b);
+	return st;
+}
+
+/* Give existing body ID (its body_info value V) reference count REFS,
+ * keeping its blob; an older body without one gains MI's blob when
+ * the same bytes arrive again, unless body_mime already has it. */
+static int body_refs_set(struct wtx *w, const uint8_t id[32], const MDB_val *v, uint32_t refs,
+                         const struct store_msg_info *mi)
+{
+	if (v->mv_size > BODY_INFO_SIZE) {
+		/* V points into the map, which the put may change: copy it first. */
+		uint8_t *b = malloc(v->mv_size);
+		if (!b)
+			return STORE_TEMPFAIL;
+		memcpy(b, v->mv_data, v->mv_size);
+		be32_put(b, refs);
+		int st = w_put(w, w->s->db_body_info, id, 32, b, v->mv_size);
+		free(b);
+		return st;
+	}
+	uint8_t info[BODY_INFO_SIZE];
+	memcpy(info, v->mv_data, BODY_INFO_SIZE);
+	be32_put(info, refs);
+	if (mi && mi->mime && mi->mime_len) {
+		MDB_val old;
+		int st = w_get(w, w->s->db_body_mime, id, 32, &old);
+		if (st == STORE_NOTFOUND)
+			return body_info_put(w, id, info, mi->mime, mi->mime_len);
+		if (st)
 			return st;
 	}
-	return w_put(w, w->s->db_body_mime, id, 32, mi->mime, mi->mime_len);
+	return body_info_put(w, id, info, NULL, 0);
 }
 
 /* Take a reference on body ID, writing the bytes (and their MIME blob)
@@ -1376,33 +1435,26 @@ static int body_ref(struct wtx *w, const uint8_t id[32], const struct store_msg_
 {
 	MDB_val v;
 	int st = w_get(w, w->s->db_body_info, id, 32, &v);
-	uint8_t info[BODY_INFO_SIZE];
 	if (st == STORE_OK) {
 		if (v.mv_size < BODY_INFO_SIZE)
 			return STORE_CORRUPT;
-		memcpy(info, v.mv_data, BODY_INFO_SIZE);
-		uint32_t refs = be32_get(info);
+		uint32_t refs = be32_get(v.mv_data);
 		if (refs == UINT32_MAX)
 			return STORE_INVALID;
-		be32_put(info, refs + 1);
-		if ((st = body_mime_put(w, id, mi, false)) != 0)
-			return st;
-		return w_put(w, w->s->db_body_info, id, 32, info, BODY_INFO_SIZE);
+		return body_refs_set(w, id, &v, refs + 1, mi);
 	}
 	if (st != STORE_NOTFOUND)
 		return st;
 	if (!mi)
 		return STORE_CORRUPT;   /* a message refers to a missing body */
+	uint8_t info[BODY_INFO_SIZE];
 	be32_put(info, 1);
 	be32_put(info + 4, (uint32_t)mi->size);
 	be32_put(info + 8, (uint32_t)mi->lines);
 	be32_put(info + 12, (uint32_t)mi->header_size);
-	st = w_put(w, w->s->db_bodies, id, 32, mi->data, mi->size);
-	if (!st)
-		st = body_mime_put(w, id, mi, true);
-	if (st)
+	if ((st = w_put(w, w->s->db_bodies, id, 32, mi->data, mi->size)) != 0)
 		return st;
-	return w_put(w, w->s->db_body_info, id, 32, info, BODY_INFO_SIZE);
+	return body_info_put(w, id, info, mi->mime, mi->mime ? mi->mime_len : 0);
 }
 
 /* Drop a reference; the bytes go when the last one does. */
@@ -1416,13 +1468,9 @@ static int body_unref(struct wtx *w, const uint8_t id[32])
 		return st;
 	if (v.mv_size < BODY_INFO_SIZE)
 		return STORE_CORRUPT;
-	uint8_t info[BODY_INFO_SIZE];
-	memcpy(info, v.mv_data, BODY_INFO_SIZE);
-	uint32_t refs = be32_get(info);
-	if (refs > 1) {
-		be32_put(info, refs - 1);
-		return w_put(w, w->s->db_body_info, id, 32, info, BODY_INFO_SIZE);
-	}
+	uint32_t refs = be32_get(v.mv_data);
+	if (refs > 1)
+		return body_refs_set(w, id, &v, refs - 1, NULL);
 	if ((st = w_del(w, w->s->db_body_info, id, 32)) != 0 ||
 	    (st = w_del(w, w->s->db_body_mime, id, 32)) != 0)
 		return st;
@@ -2231,9 +2279,9 @@ static void req_apply(struct wtx *w, MDB_txn *parent, store_req *r)
 }
 
 /*
- * One durable write txn applying REQS: bump the commit counter (how other
- * processes notice us), apply each request, purge expired retained bodies,
- * commit.  MDB_MAP_FULL anywhere aborts the lot, doubles the map and tries
+ * One durable write txn applying REQS: set COMMIT_KEY (so that the txn id
+ * moves: how other processes notice us), apply each request, purge expired
+ * retained bodies, commit.  MDB_MAP_FULL anywhere aborts the lot, doubles the map and tries
  * again.  Returns 0, or the LMDB error that made the txn fail (then no
  * request is stored and their statuses are the caller's to set).
  */
@@ -2250,11 +2298,10 @@ static int write_run(store *s, store_req **reqs, size_t n, struct wtx *w, bool *
 			return rc;
 		w->txn = txn;
 		w->now = (int64_t)time(NULL);
-		uint64_t before = 0;
-		int st = meta_get_u64(txn, s, "commit", &before);
-		if (st)
-			rc = st == STORE_CORRUPT ? MDB_CORRUPTED : MDB_PANIC;
-		else if (w_meta_put_u64(w, "commit", before + 1) != 0)
+		uint64_t id = (uint64_t)mdb_txn_id(txn);
+		uint8_t idb[8];
+		be64_put(idb, id);
+		if (w_put(w, s->db_main, COMMIT_KEY, strlen(COMMIT_KEY), idb, 8) != 0)
 			rc = w->fatal ? w->fatal : MDB_PANIC;
 		for (size_t i = 0; rc == 0 && i < n && !w->fatal; i++)
 			req_apply(w, txn, reqs[i]);
@@ -2269,9 +2316,9 @@ static int write_run(store *s, store_req **reqs, size_t n, struct wtx *w, bool *
 		maplock_release(s);
 		if (rc == 0) {
 			uv_mutex_lock(&s->mu);
-			if (before != s->writer_last)
+			if (id - 1 != s->writer_last)
 				*foreign = true;
-			s->writer_last = before + 1;
+			s->writer_last = id;
 			uv_mutex_unlock(&s->mu);
 			return 0;
 		}
@@ -2694,18 +2741,17 @@ static void watches_notify(store *s, const uint32_t *ids, size_t n, bool all)
 	}
 }
 
-/* Every WATCH_POLL_MS while watches exist: a moved commit counter that our
- * own writer has not told us about is a commit by another process. */
+/* Every WATCH_POLL_MS while watches exist: a newer txn id than our own
+ * writer has told us about is a commit by another process. */
 static void on_watch_timer(uv_timer_t *h)
 {
 	store *s = h->data;
 	store_txn *t = store_read_begin(s);
 	if (!t)
 		return;
-	uint64_t v = 0;
-	int st = meta_get_u64(t->txn, s, "commit", &v);
+	uint64_t v = (uint64_t)mdb_txn_id(t->txn);
 	store_read_end(t);
-	if (st == STORE_OK && v > s->known_commit) {
+	if (v > s->known_commit) {
 		s->known_commit = v;
 		watches_notify(s, NULL, 0, true);
 	}
@@ -3069,8 +3115,7 @@ static int init_meta(store *s, MDB_txn *txn)
 	if (w_put(&w, s->db_meta, "format", 6, STORE_FORMAT, strlen(STORE_FORMAT)) != 0 ||
 	    w_meta_put_u64(&w, "next_user_id", 1) != 0 ||
 	    w_meta_put_u64(&w, "next_mailbox_id", 1) != 0 ||
-	    w_meta_put_u64(&w, "last_uidvalidity", 0) != 0 ||
-	    w_meta_put_u64(&w, "commit", 0) != 0)
+	    w_meta_put_u64(&w, "last_uidvalidity", 0) != 0)
 		return w.fatal ? w.fatal : MDB_PANIC;
 	return 0;
 }
@@ -3187,6 +3232,7 @@ static int open_dbs(store *s, const char *path, char *err, size_t errlen)
 	rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
 	if (rc == 0)
 		rc = mdb_stat(txn, main_dbi, &ms);
+	s->db_main = main_dbi;
 	bool empty = rc == 0 && ms.ms_entries == 0;
 	int st = STORE_OK;
 	if (rc == 0 && !empty) {
@@ -3340,7 +3386,7 @@ int store_open(store **out, const char *path, const struct store_options *opt,
 	}
 	MDB_txn *txn;
 	if (txn_begin(s, MDB_RDONLY, &txn) == 0) {
-		meta_get_u64(txn, s, "commit", &s->writer_last);
+		s->writer_last = (uint64_t)mdb_txn_id(txn);
 		mdb_txn_abort(txn);
 		maplock_release(s);
 	}

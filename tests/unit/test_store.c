@@ -944,6 +944,17 @@ static void test_watch(void)
 	CHECK_EQ(wi.last, inbox);
 	CHECK_EQ(ws.calls, 0);
 
+	/* A batch whose every request fails still commits (the writer sets a
+	 * key of its own first), so LMDB's txn id moves with it: the id the
+	 * writer keeps is really its own, and the other process's commit below
+	 * is newer than it. */
+	r = store_req_new();
+	store_req_deliver(r, "nobody", NULL, m, 0, 0);
+	store_req_submit(s, r, on_done, &log);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK_EQ(log.calls, 2);
+	CHECK_EQ(log.status[1], STORE_NOTFOUND);
+
 	/* A commit by another process reaches the watcher through the timer. */
 	pid_t pid = fork();
 	if (pid == 0) {
@@ -977,7 +988,7 @@ static void test_watch(void)
 	store_req_submit(s, r, on_done, &log);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	CHECK_EQ(wi.calls, before);
-	CHECK_EQ(log.calls, 2);
+	CHECK_EQ(log.calls, 3);
 	store_msg_unref(m);
 	close_loop(s, &loop);
 	rmtree(dir);
@@ -1490,6 +1501,73 @@ static int mime_state(store *s, const uint8_t id[32], const char *subject)
 	return r;
 }
 
+/*
+ * Move the MIME blobs of the store in DIR (closed) out of body_info, as
+ * stores before 2026-11-22 kept them: into body_mime with TO_MIME_DB, or
+ * nowhere (a store from before blobs).  Returns how many were moved.
+ */
+static size_t blobs_to_old_layout(const char *dir, bool to_mime_db)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi info, mime;
+	MDB_cursor *c;
+	MDB_val k, v;
+	size_t n = 0;
+	CHECK_EQ(mdb_env_create(&env), 0);
+	mdb_env_set_maxdbs(env, 16);
+	CHECK_EQ(mdb_env_open(env, dir, 0, 0600), 0);
+	CHECK_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	CHECK_EQ(mdb_dbi_open(txn, "body_info", 0, &info), 0);
+	CHECK_EQ(mdb_dbi_open(txn, "body_mime", 0, &mime), 0);
+	CHECK_EQ(mdb_cursor_open(txn, info, &c), 0);
+	for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		if (v.mv_size <= 16)
+			continue;
+		uint8_t rec[16];
+		memcpy(rec, v.mv_data, 16);
+		MDB_val blob = { v.mv_size - 16, (uint8_t *)v.mv_data + 16 };
+		if (to_mime_db)
+			CHECK_EQ(mdb_put(txn, mime, &k, &blob, 0), 0);
+		MDB_val nv = { 16, rec };
+		CHECK_EQ(mdb_cursor_put(c, &k, &nv, MDB_CURRENT), 0);
+		n++;
+	}
+	mdb_cursor_close(c);
+	CHECK_EQ(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	return n;
+}
+
+/* MIME blobs in the store in DIR (closed): those after the 16 octets of a
+ * body_info value, and those of older bodies in body_mime. */
+static size_t blob_count(const char *dir)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_cursor *c;
+	MDB_val k, v;
+	MDB_stat st = { 0 };
+	size_t n = 0;
+	CHECK_EQ(mdb_env_create(&env), 0);
+	mdb_env_set_maxdbs(env, 16);
+	CHECK_EQ(mdb_env_open(env, dir, MDB_RDONLY, 0600), 0);
+	CHECK_EQ(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+	CHECK_EQ(mdb_dbi_open(txn, "body_info", 0, &dbi), 0);
+	CHECK_EQ(mdb_cursor_open(txn, dbi, &c), 0);
+	for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
+		n += v.mv_size > 16;
+	mdb_cursor_close(c);
+	if (mdb_dbi_open(txn, "body_mime", 0, &dbi) == 0)
+		mdb_stat(txn, dbi, &st);
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return n + st.ms_entries;
+}
+
 /* Entries in the named database DB of the store in DIR (closed). */
 static size_t db_entries(const char *dir, const char *db)
 {
@@ -1588,7 +1666,8 @@ static void test_append(void)
 	store_read_end(t);
 	/* Three messages of one body and one of another: two blobs. */
 	close_loop(s, &loop);
-	CHECK_EQ(db_entries(dir, "body_mime"), 2);
+	CHECK_EQ(blob_count(dir), 2);
+	CHECK_EQ(db_entries(dir, "body_mime"), 0);      /* kept with body_info */
 	CHECK_EQ(db_entries(dir, "bodies"), 2);
 	uv_loop_init(&loop);
 	s = open_loop(dir, &loop, NULL);
@@ -1668,7 +1747,7 @@ static void test_append(void)
 	CHECK_EQ(mime_state(s, mime_id, "parts"), 0);
 	CHECK_EQ(mime_state(s, d2.body_id, "one"), 0);
 	close_loop(s, &loop);
-	CHECK_EQ(db_entries(dir, "body_mime"), 0);
+	CHECK_EQ(blob_count(dir), 0);
 	CHECK_EQ(db_entries(dir, "keywords"), 2);       /* INBOX's and Drafts' */
 	rmtree(dir);
 }
@@ -1683,6 +1762,7 @@ static void test_late_dbs(void)
 	CHECK_EQ(deliver(s, "alice", NULL, MIME1, 0), STORE_OK);
 	uint32_t inbox = mbox(s, "alice", "INBOX").id;
 	store_close(s);
+	CHECK_EQ(blobs_to_old_layout(dir, false), 1);
 
 	MDB_env *env;
 	MDB_txn *txn;
@@ -1719,6 +1799,44 @@ static void test_late_dbs(void)
 	kw_table(s, inbox, tab, sizeof tab, &n);
 	CHECK(strcmp(tab, "Later") == 0);
 	store_close(s);
+	rmtree(dir);
+}
+
+/* A store whose blobs are in body_mime (before 2026-11-22): they are read
+ * there, a new reference leaves them there (no second copy in body_info),
+ * and they go with the body's last reference. */
+static void test_blobs_in_body_mime(void)
+{
+	char *dir = tmpdir();
+	store *s = open_sync(dir, NULL);
+	CHECK_EQ(add_user(s, "alice"), STORE_OK);
+	CHECK_EQ(deliver(s, "alice", NULL, MIME1, 0), STORE_OK);
+	uint32_t inbox = mbox(s, "alice", "INBOX").id;
+	store_close(s);
+	CHECK_EQ(blobs_to_old_layout(dir, true), 1);
+	CHECK_EQ(db_entries(dir, "body_mime"), 1);
+
+	s = open_sync(dir, NULL);
+	struct store_message m;
+	CHECK_EQ(msg_get(s, inbox, 1, &m), STORE_OK);
+	CHECK_EQ(mime_state(s, m.body_id, "parts"), 1);
+	CHECK_EQ(deliver(s, "alice", NULL, MIME1, 0), STORE_OK);
+	CHECK_EQ(mime_state(s, m.body_id, "parts"), 1);
+	store_close(s);
+	CHECK_EQ(blob_count(dir), 1);
+	CHECK_EQ(db_entries(dir, "body_mime"), 1);
+
+	s = open_sync(dir, NULL);
+	store_req *r = store_req_new();
+	store_req_expunge(r, inbox, 1);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	CHECK_EQ(mime_state(s, m.body_id, "parts"), 1);         /* one reference left */
+	r = store_req_new();
+	store_req_expunge(r, inbox, 2);
+	CHECK_EQ(one_op(s, r), STORE_OK);
+	CHECK_EQ(body_state(s, m.body_id, NULL), 0);
+	store_close(s);
+	CHECK_EQ(blob_count(dir), 0);
 	rmtree(dir);
 }
 
@@ -1919,6 +2037,7 @@ int main(void)
 	test_keywords();
 	test_append();
 	test_late_dbs();
+	test_blobs_in_body_mime();
 	test_subscriptions();
 	test_subs_migration();
 	printf("%d passed, %d failed\n", passed, failed);
