@@ -620,12 +620,14 @@ def settle(server, procs_before, bound):
 
 
 def run_loadgen(loadgen, args, server, timeout, on_ready=None, sample_at=None,
-                settle_bound=0):
+                settle_bound=0, disk=None):
     """Run onebox-loadgen once against SERVER and return a record: its JSON,
-    exit status, server CPU seconds and PSS, the generator's own CPU."""
+    exit status, server CPU seconds and PSS, the generator's own CPU, and
+    with DISK (a BlockDev) what reached the data folder's disk meanwhile."""
     cmd = [str(loadgen)] + [str(a) for a in args]
     rec = {"server": server.name, "argv": cmd[1:]}
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    disk0 = disk.read() if disk else None
     cpu0 = server.cpu()
     pss0 = server.pss()
     rec["pss_before_kib"] = pss0["pss_kib"]
@@ -698,6 +700,9 @@ def run_loadgen(loadgen, args, server, timeout, on_ready=None, sample_at=None,
     # keeps for reuse are its normal state.)
     rec["settle_seconds"] = settle(server, pss0["pss_procs"], settle_bound)
     rec["server_cpu_s"] = round(server.cpu() - cpu0, 3)
+    disk1 = disk.read() if disk else None
+    if disk0 and disk1:
+        rec["disk"] = {k: disk1[k] - disk0[k] for k in disk0}
     if "pss_kib" not in rec and not on_ready:
         rec.update(server.pss())
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -761,6 +766,7 @@ class Bench:
         self.work = pathlib.Path(tempfile.mkdtemp(prefix="onebox-bench-", dir=base))
         os.chmod(self.work, 0o755)
         say("work folder %s" % self.work)
+        self.disk = BlockDev.of(self.work)
         conns = max(plan.idle, max(plan.mix_clients), 100) + 200
         (self.work / "onebox").mkdir()
         (self.work / "dovecot").mkdir()
@@ -911,7 +917,7 @@ class Bench:
                     continue
                 args = make_args(s) + ["--seed", seed]
                 say("%s %s, round %d, %s" % (scenario, param, r + 1, s.name))
-                rec = run_loadgen(self.loadgen, args, s, timeout, **kw)
+                rec = run_loadgen(self.loadgen, args, s, timeout, disk=self.disk, **kw)
                 rec.update({"scenario": scenario, "param": param, "round": r + 1,
                             "clients": clients})
                 why = run_problem(rec, clients)
@@ -1168,6 +1174,21 @@ class Report:
                          "lower", lambda a, d: None if d is None else a < d)
                 self.detail(sc, param, cmd)
             self.common_rows(sc, label, param)
+            if sc == "lmtp":
+                self.disk_rows(sc, label, param)
+
+    def disk_rows(self, sc, label, param):
+        """What each message cost the disk: write requests (one per run of
+        adjacent blocks), KiB and cache flushes, from the device's counters."""
+        def per_msg(key):
+            def fn(r):
+                n = r["result"].get("messages")
+                return r["disk"][key] / n if n and r.get("disk") else None
+            return fn
+        for key, metric in (("writes", "disk write requests per message"),
+                            ("write_kib", "disk KiB written per message"),
+                            ("flushes", "disk cache flushes per message")):
+            self.row(label, metric, self.both(sc, param, per_msg(key)), optional=True)
 
     def detail(self, sc, param, cmd):
         cells = []
@@ -1357,17 +1378,42 @@ def machine():
     return "%d × %s, %s RAM, Linux %s" % (os.cpu_count() or 0, model, mem, platform.release())
 
 
+SCATTERED_PAGES = 16
+SCATTER_FILE_MIB = 64
+
+
 def disk_flush(folder, n):
     """What durability costs on the data folder's disk: the mean of N
-    4 KiB appends each followed by fdatasync, and of N 4 KiB writes through
-    an O_DSYNC descriptor.  An LMDB commit pays one of each (its data pages,
-    then its meta page), so one sender waiting for every commit can never
-    exceed 1000 / (sum) commits per second: the physical floor of scenario
-    3 with one sender."""
+    4 KiB appends each followed by fdatasync, of N 4 KiB writes through an
+    O_DSYNC descriptor, and of N rounds of SCATTERED_PAGES 4 KiB writes at
+    random places of a 64 MiB file followed by fdatasync.  An LMDB commit
+    pays a flush of its data pages, then an O_DSYNC write of its meta page,
+    so one sender waiting for every commit can never exceed 1000 / (sum)
+    commits per second: the physical floor of scenario 3 with one sender.
+    A commit's data pages are the copied path of every B-tree it changed,
+    scattered over the file (the lmtp rows "disk write requests per
+    message" count them), hence the third figure."""
     path = os.path.join(str(folder), "flush-probe")
     block = os.urandom(4096)
     out = {}
     try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            mib = os.urandom(1 << 20)
+            for i in range(SCATTER_FILE_MIB):
+                os.pwrite(fd, mib, i << 20)
+            os.fdatasync(fd)
+            rnd = random.Random(1)
+            pages = SCATTER_FILE_MIB * 256
+            t = time.perf_counter()
+            for i in range(n):
+                for pg in sorted(rnd.sample(range(pages), SCATTERED_PAGES)):
+                    os.pwrite(fd, block, pg * 4096)
+                os.fdatasync(fd)
+            out["%d scattered pages + fdatasync ms" % SCATTERED_PAGES] = (
+                (time.perf_counter() - t) / n * 1000)
+        finally:
+            os.close(fd)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             t = time.perf_counter()
@@ -1394,7 +1440,42 @@ def disk_flush(folder, n):
             pass
     out["one-sender commits/s at most"] = 1000 / (out["write + fdatasync ms"]
                                                   + out["O_DSYNC write ms"])
+    out["one-sender commits/s at most, %d pages" % SCATTERED_PAGES] = 1000 / (
+        out["%d scattered pages + fdatasync ms" % SCATTERED_PAGES] + out["O_DSYNC write ms"])
     return out
+
+
+class BlockDev:
+    """The counters of the block device a folder lives on
+    (/sys/dev/block/MAJ:MIN/stat, Documentation/block/stat.rst): write
+    requests as the device saw them (after the kernel merged adjacent
+    ones), KiB written, cache flushes.  Only one server is loaded at a
+    time, so the difference over a run is that server's (plus the little
+    the rest of the machine wrote meanwhile)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    @classmethod
+    def of(cls, folder):
+        try:
+            st = os.stat(str(folder))
+            path = "/sys/dev/block/%d:%d/stat" % (os.major(st.st_dev), os.minor(st.st_dev))
+            dev = cls(path)
+            return dev if dev.read() else None
+        except OSError:
+            return None
+
+    def read(self):
+        try:
+            with open(self.path) as f:
+                v = [int(x) for x in f.read().split()]
+        except (OSError, ValueError):
+            return None
+        if len(v) < 7:
+            return None
+        return {"writes": v[4], "write_kib": v[6] // 2,
+                "flushes": v[15] if len(v) >= 16 else 0}
 
 
 def loadavg():
@@ -1622,11 +1703,16 @@ def main(argv):
     if "error" in flush:
         meta["disk flush (data folder)"] = "not measured: %s" % flush["error"]
     else:
+        k = SCATTERED_PAGES
         meta["disk flush (data folder)"] = (
-            "4 KiB write + fdatasync %.3f ms, 4 KiB O_DSYNC write %.3f ms (means); an LMDB "
-            "commit pays one of each, so one sender can get at most %.0f commits/s"
-            % (flush["write + fdatasync ms"], flush["O_DSYNC write ms"],
-               flush["one-sender commits/s at most"]))
+            "4 KiB write + fdatasync %.3f ms, 4 KiB O_DSYNC write %.3f ms, %d scattered "
+            "4 KiB writes + fdatasync %.3f ms (means); an LMDB commit flushes its data "
+            "pages, then writes its meta page O_DSYNC, so one sender can get at most "
+            "%.0f commits/s, and %.0f if a commit writes %d scattered pages"
+            % (flush["write + fdatasync ms"], flush["O_DSYNC write ms"], k,
+               flush["%d scattered pages + fdatasync ms" % k],
+               flush["one-sender commits/s at most"],
+               flush["one-sender commits/s at most, %d pages" % k], k))
     rep = Report(bench)
     rep.build()
     md = rep.markdown(meta)
