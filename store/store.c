@@ -29,7 +29,12 @@
 #include "store/store.h"
 #include "store/store_int.h"
 
-#define STORE_FORMAT "onebox-store 1"   /* meta "format": magic and version */
+/* meta "format": magic and version.  Format 2 (2026-11-22) keeps a new
+ * body's info record next to its bytes, where an older onebox would not
+ * look: it must refuse such a store.  Format 1 stores are read as they
+ * are and become format 2 when opened for writing (docs/store.md). */
+#define STORE_FORMAT "onebox-store 2"
+#define STORE_FORMAT_1 "onebox-store 1"
 #define DEFAULT_MAP_SIZE ((size_t)1 << 30)
 #define NAME_MAX_LEN 255                /* user and mailbox names, octets */
 #define HASH_MAX_LEN 511                /* crypt(3) strings are far shorter */
@@ -469,10 +474,16 @@ static void message_encode(const struct store_message *m, uint8_t buf[MSG_REC_SI
  */
 #define COMMIT_KEY "onebox.txn"
 
-/* body_info: body id -> {refcount, size, lines, header_size}, then the
- * body's MIME blob.  A body written before the blob moved here keeps it in
- * body_mime (or has none); see docs/store.md. */
+/*
+ * A body's info record: u32 refcount, u32 size, u32 lines, u32
+ * header_size, then the body's MIME blob.  It lives in `bodies` under the
+ * body id and one octet more (INFO_TAG), so that it sorts right after the
+ * body's bytes and a new body changes one B-tree; a body written before
+ * 2026-11-22 has it in body_info under the id, and its blob in body_mime
+ * or nowhere (docs/store.md).
+ */
 #define BODY_INFO_SIZE 16
+#define INFO_TAG 1
 
 /* keywords: mailbox id -> the mailbox's keyword table, u8 version, u8
  * count, then COUNT strings; string i is keyword bit i.  Entries are only
@@ -641,6 +652,34 @@ static int tx_get(MDB_txn *txn, MDB_dbi dbi, const void *k, size_t kl, MDB_val *
 {
 	MDB_val key = val_of(k, kl);
 	return status_of(mdb_get(txn, dbi, &key, v));
+}
+
+struct info_loc {
+	MDB_dbi dbi;
+	uint8_t key[33];
+	size_t klen;
+};
+
+/* Where a new body's info record goes. */
+static void info_loc_new(store *s, const uint8_t id[32], struct info_loc *l)
+{
+	l->dbi = s->db_bodies;
+	memcpy(l->key, id, 32);
+	l->key[32] = INFO_TAG;
+	l->klen = 33;
+}
+
+/* Find body ID's info record V and where it is. */
+static int info_find(MDB_txn *txn, store *s, const uint8_t id[32], struct info_loc *l,
+                     MDB_val *v)
+{
+	info_loc_new(s, id, l);
+	int st = tx_get(txn, l->dbi, l->key, l->klen, v);
+	if (st != STORE_NOTFOUND)
+		return st;
+	l->dbi = s->db_body_info;
+	l->klen = 32;
+	return tx_get(txn, l->dbi, l->key, l->klen, v);
 }
 
 static int meta_get_u64(MDB_txn *txn, store *s, const char *key, uint64_t *out)
@@ -1014,7 +1053,8 @@ int store_body_mime(store_txn *t, const uint8_t body_id[32], const void **blob,
 	if (!t)
 		return STORE_NOTFOUND;
 	MDB_val v;
-	int st = tx_get(t->txn, t->s->db_body_info, body_id, 32, &v);
+	struct info_loc l;
+	int st = info_find(t->txn, t->s, body_id, &l, &v);
 	if (st)
 		return st;
 	if (v.mv_size > BODY_INFO_SIZE) {
@@ -1376,32 +1416,32 @@ static int keywords_remap(struct wtx *w, uint32_t src, uint32_t dst, uint64_t *b
 /* ----------------------------------------------------------- the bodies */
 
 /*
- * Write body ID's body_info value: INFO (refcount and sizes) followed by
- * BLOB, the MIME structure msg.c serialised at ingest (the writer only
- * copies it).  One record, so a new body costs one path of this B-tree and
- * not two: every page a commit dirties is one more scattered write and
- * flush (docs/benchmarks.md).
+ * Write the info record at L: INFO (refcount and sizes) followed by BLOB,
+ * the MIME structure msg.c serialised at ingest (the writer only copies
+ * it).  One record next to the bytes, so a new body changes one B-tree and
+ * not three: every page a commit dirties is one more scattered write for
+ * its flush to wait on (docs/benchmarks.md).
  */
-static int body_info_put(struct wtx *w, const uint8_t id[32],
-                         const uint8_t info[BODY_INFO_SIZE], const void *blob, size_t bloblen)
+static int info_put(struct wtx *w, const struct info_loc *l, const uint8_t info[BODY_INFO_SIZE],
+                    const void *blob, size_t bloblen)
 {
 	if (bloblen == 0)
-		return w_put(w, w->s->db_body_info, id, 32, info, BODY_INFO_SIZE);
+		return w_put(w, l->dbi, l->key, l->klen, info, BODY_INFO_SIZE);
 	uint8_t *b = malloc(BODY_INFO_SIZE + bloblen);
 	if (!b)
 		return STORE_TEMPFAIL;
 	memcpy(b, info, BODY_INFO_SIZE);
 	memcpy(b + BODY_INFO_SIZE, blob, bloblen);
-	int st = w_put(w, w->s->db_body_info, id, 32, b, BODY_INFO_SIZE + bloblen);
+	int st = w_put(w, l->dbi, l->key, l->klen, b, BODY_INFO_SIZE + bloblen);
 	free(b);
 	return st;
 }
 
-/* Give existing body ID (its body_info value V) reference count REFS,
- * keeping its blob; an older body without one gains MI's blob when
- * the same bytes arrive again, unless body_mime already has it. */
-static int body_refs_set(struct wtx *w, const uint8_t id[32], const MDB_val *v, uint32_t refs,
-                         const struct store_msg_info *mi)
+/* Give body ID, whose info record V is at L, reference count REFS, keeping
+ * its blob; an older body without one gains MI's blob when the same bytes
+ * arrive again, unless body_mime already has it. */
+static int body_refs_set(struct wtx *w, const uint8_t id[32], const struct info_loc *l,
+                         const MDB_val *v, uint32_t refs, const struct store_msg_info *mi)
 {
 	if (v->mv_size > BODY_INFO_SIZE) {
 		/* V points into the map, which the put may change: copy it first. */
@@ -1410,7 +1450,7 @@ static int body_refs_set(struct wtx *w, const uint8_t id[32], const MDB_val *v, 
 			return STORE_TEMPFAIL;
 		memcpy(b, v->mv_data, v->mv_size);
 		be32_put(b, refs);
-		int st = w_put(w, w->s->db_body_info, id, 32, b, v->mv_size);
+		int st = w_put(w, l->dbi, l->key, l->klen, b, v->mv_size);
 		free(b);
 		return st;
 	}
@@ -1421,11 +1461,11 @@ static int body_refs_set(struct wtx *w, const uint8_t id[32], const MDB_val *v, 
 		MDB_val old;
 		int st = w_get(w, w->s->db_body_mime, id, 32, &old);
 		if (st == STORE_NOTFOUND)
-			return body_info_put(w, id, info, mi->mime, mi->mime_len);
+			return info_put(w, l, info, mi->mime, mi->mime_len);
 		if (st)
 			return st;
 	}
-	return body_info_put(w, id, info, NULL, 0);
+	return info_put(w, l, info, NULL, 0);
 }
 
 /* Take a reference on body ID, writing the bytes (and their MIME blob)
@@ -1434,14 +1474,15 @@ static int body_refs_set(struct wtx *w, const uint8_t id[32], const MDB_val *v, 
 static int body_ref(struct wtx *w, const uint8_t id[32], const struct store_msg_info *mi)
 {
 	MDB_val v;
-	int st = w_get(w, w->s->db_body_info, id, 32, &v);
+	struct info_loc l;
+	int st = info_find(w->txn, w->s, id, &l, &v);
 	if (st == STORE_OK) {
 		if (v.mv_size < BODY_INFO_SIZE)
 			return STORE_CORRUPT;
 		uint32_t refs = be32_get(v.mv_data);
 		if (refs == UINT32_MAX)
 			return STORE_INVALID;
-		return body_refs_set(w, id, &v, refs + 1, mi);
+		return body_refs_set(w, id, &l, &v, refs + 1, mi);
 	}
 	if (st != STORE_NOTFOUND)
 		return st;
@@ -1454,14 +1495,16 @@ static int body_ref(struct wtx *w, const uint8_t id[32], const struct store_msg_
 	be32_put(info + 12, (uint32_t)mi->header_size);
 	if ((st = w_put(w, w->s->db_bodies, id, 32, mi->data, mi->size)) != 0)
 		return st;
-	return body_info_put(w, id, info, mi->mime, mi->mime ? mi->mime_len : 0);
+	info_loc_new(w->s, id, &l);
+	return info_put(w, &l, info, mi->mime, mi->mime ? mi->mime_len : 0);
 }
 
 /* Drop a reference; the bytes go when the last one does. */
 static int body_unref(struct wtx *w, const uint8_t id[32])
 {
 	MDB_val v;
-	int st = w_get(w, w->s->db_body_info, id, 32, &v);
+	struct info_loc l;
+	int st = info_find(w->txn, w->s, id, &l, &v);
 	if (st == STORE_NOTFOUND)
 		return STORE_OK;        /* already gone: nothing to release */
 	if (st)
@@ -1470,8 +1513,8 @@ static int body_unref(struct wtx *w, const uint8_t id[32])
 		return STORE_CORRUPT;
 	uint32_t refs = be32_get(v.mv_data);
 	if (refs > 1)
-		return body_refs_set(w, id, &v, refs - 1, NULL);
-	if ((st = w_del(w, w->s->db_body_info, id, 32)) != 0 ||
+		return body_refs_set(w, id, &l, &v, refs - 1, NULL);
+	if ((st = w_del(w, l.dbi, l.key, l.klen)) != 0 ||
 	    (st = w_del(w, w->s->db_body_mime, id, 32)) != 0)
 		return st;
 	return w_del(w, w->s->db_bodies, id, 32);
@@ -3158,10 +3201,11 @@ static int subs_migrate(store *s, MDB_txn *txn)
 /*
  * Create databases DBS in one write txn, and with INIT also the meta record
  * of a new store; the map grows if even that does not fit.  Used for a new
- * store and to add the databases an older store lacks (keywords,
- * body_mime, subscriptions): additive, so the format string stays the
- * same.  Whether `subscriptions` is new is asked inside the write txn, so
- * two processes opening an old store at once migrate it only once.
+ * store, and for an older one opened for writing: it gets the databases it
+ * lacks (keywords, body_mime, subscriptions), and the current format
+ * string (format 1 becomes 2: nothing else to change, see STORE_FORMAT).
+ * Whether `subscriptions` is new is asked inside the write txn, so two
+ * processes opening an old store at once migrate it only once.
  */
 static int create_dbs(store *s, const struct db_name *dbs, size_t n, bool init,
                       const char *path, char *err, size_t errlen)
@@ -3185,6 +3229,11 @@ static int create_dbs(store *s, const struct db_name *dbs, size_t n, bool init,
 			rc = init_meta(s, txn);
 		if (rc == 0 && migrate)
 			rc = subs_migrate(s, txn);
+		if (rc == 0 && !init) {
+			MDB_val fk = val_of("format", 6);
+			MDB_val fv = val_of(STORE_FORMAT, strlen(STORE_FORMAT));
+			rc = mdb_put(txn, s->db_meta, &fk, &fv, 0);
+		}
 		if (rc)
 			mdb_txn_abort(txn);
 		else
@@ -3220,7 +3269,7 @@ static int open_dbs(store *s, const char *path, char *err, size_t errlen)
 	};
 	size_t ndbs = sizeof dbs / sizeof dbs[0];
 	size_t nrequired = ndbs - 3;
-	bool late_missing = false, subs_missing = false;
+	bool late_missing = false, subs_missing = false, format1 = false;
 	MDB_txn *txn;
 	int rc = txn_begin(s, MDB_RDONLY, &txn);
 	if (rc) {
@@ -3240,8 +3289,11 @@ static int open_dbs(store *s, const char *path, char *err, size_t errlen)
 		MDB_val v;
 		if (rc == 0)
 			rc = tx_get(txn, s->db_meta, "format", 6, &v) == STORE_OK ? 0 : MDB_NOTFOUND;
-		if (rc == 0 && (v.mv_size != strlen(STORE_FORMAT) ||
-		                memcmp(v.mv_data, STORE_FORMAT, v.mv_size) != 0)) {
+		if (rc == 0 && v.mv_size == strlen(STORE_FORMAT_1) &&
+		    memcmp(v.mv_data, STORE_FORMAT_1, v.mv_size) == 0)
+			format1 = true;
+		else if (rc == 0 && (v.mv_size != strlen(STORE_FORMAT) ||
+		                     memcmp(v.mv_data, STORE_FORMAT, v.mv_size) != 0)) {
 			set_err(err, errlen, "%s/data.mdb is an LMDB file of another format "
 			        "(\"%.*s\"); refusing to touch it", path,
 			        (int)(v.mv_size > 64 ? 64 : v.mv_size), (const char *)v.mv_data);
@@ -3278,7 +3330,7 @@ static int open_dbs(store *s, const char *path, char *err, size_t errlen)
 		set_err(err, errlen, "%s: %s", path, mdb_strerror(rc));
 		return status_of(rc);
 	}
-	if (!empty && !late_missing && !subs_missing) {
+	if (!empty && !late_missing && !subs_missing && !format1) {
 		s->have_late_dbs = true;
 		s->have_subs = true;
 		return STORE_OK;

@@ -1501,16 +1501,23 @@ static int mime_state(store *s, const uint8_t id[32], const char *subject)
 	return r;
 }
 
+/* How stores before 2026-11-22 kept a body's info record and blob. */
+enum old_layout {
+	INFO_NO_BLOB,           /* body_info, no blob (before blobs existed) */
+	INFO_BLOB_IN_MIME_DB,   /* body_info, the blob in body_mime */
+	INFO_WITH_BLOB,         /* body_info, the blob after the 16 octets */
+};
+
 /*
- * Move the MIME blobs of the store in DIR (closed) out of body_info, as
- * stores before 2026-11-22 kept them: into body_mime with TO_MIME_DB, or
- * nowhere (a store from before blobs).  Returns how many were moved.
+ * Move every info record of the store in DIR (closed) from `bodies`
+ * (the id and one octet) to body_info as LAYOUT says.  Returns how many
+ * were moved.
  */
-static size_t blobs_to_old_layout(const char *dir, bool to_mime_db)
+static size_t info_to_old_layout(const char *dir, enum old_layout layout)
 {
 	MDB_env *env;
 	MDB_txn *txn;
-	MDB_dbi info, mime;
+	MDB_dbi bodies, info, mime;
 	MDB_cursor *c;
 	MDB_val k, v;
 	size_t n = 0;
@@ -1518,21 +1525,34 @@ static size_t blobs_to_old_layout(const char *dir, bool to_mime_db)
 	mdb_env_set_maxdbs(env, 16);
 	CHECK_EQ(mdb_env_open(env, dir, 0, 0600), 0);
 	CHECK_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	CHECK_EQ(mdb_dbi_open(txn, "bodies", 0, &bodies), 0);
 	CHECK_EQ(mdb_dbi_open(txn, "body_info", 0, &info), 0);
 	CHECK_EQ(mdb_dbi_open(txn, "body_mime", 0, &mime), 0);
-	CHECK_EQ(mdb_cursor_open(txn, info, &c), 0);
-	for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
-	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-		if (v.mv_size <= 16)
+	CHECK_EQ(mdb_cursor_open(txn, bodies, &c), 0);
+	int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+	while (rc == 0) {
+		if (k.mv_size != 33) {
+			rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
 			continue;
-		uint8_t rec[16];
-		memcpy(rec, v.mv_data, 16);
-		MDB_val blob = { v.mv_size - 16, (uint8_t *)v.mv_data + 16 };
-		if (to_mime_db)
-			CHECK_EQ(mdb_put(txn, mime, &k, &blob, 0), 0);
-		MDB_val nv = { 16, rec };
-		CHECK_EQ(mdb_cursor_put(c, &k, &nv, MDB_CURRENT), 0);
+		}
+		CHECK(v.mv_size >= 16);
+		/* Copies: the puts below may move what K and V point at. */
+		uint8_t key[33];
+		memcpy(key, k.mv_data, 33);
+		uint8_t *val = malloc(v.mv_size);
+		CHECK(val != NULL);
+		memcpy(val, v.mv_data, v.mv_size);
+		MDB_val id = { 32, key }, full = { 33, key };
+		MDB_val rec = { layout == INFO_WITH_BLOB ? v.mv_size : 16, val };
+		MDB_val blob = { v.mv_size - 16, val + 16 };
+		CHECK_EQ(mdb_put(txn, info, &id, &rec, 0), 0);
+		if (layout == INFO_BLOB_IN_MIME_DB && blob.mv_size)
+			CHECK_EQ(mdb_put(txn, mime, &id, &blob, 0), 0);
+		CHECK_EQ(mdb_del(txn, bodies, &full, NULL), 0);
+		free(val);
 		n++;
+		k = full;
+		rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
 	}
 	mdb_cursor_close(c);
 	CHECK_EQ(mdb_txn_commit(txn), 0);
@@ -1540,9 +1560,10 @@ static size_t blobs_to_old_layout(const char *dir, bool to_mime_db)
 	return n;
 }
 
-/* MIME blobs in the store in DIR (closed): those after the 16 octets of a
- * body_info value, and those of older bodies in body_mime. */
-static size_t blob_count(const char *dir)
+/* Count, in the store in DIR (closed), the bodies (32-octet keys of
+ * `bodies`) with BODIES, and the MIME blobs wherever they are: after the
+ * 16 octets of an info record in `bodies` or body_info, or in body_mime. */
+static size_t blob_count(const char *dir, size_t *bodies)
 {
 	MDB_env *env;
 	MDB_txn *txn;
@@ -1550,21 +1571,30 @@ static size_t blob_count(const char *dir)
 	MDB_cursor *c;
 	MDB_val k, v;
 	MDB_stat st = { 0 };
-	size_t n = 0;
+	size_t n = 0, nb = 0;
 	CHECK_EQ(mdb_env_create(&env), 0);
 	mdb_env_set_maxdbs(env, 16);
 	CHECK_EQ(mdb_env_open(env, dir, MDB_RDONLY, 0600), 0);
 	CHECK_EQ(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
-	CHECK_EQ(mdb_dbi_open(txn, "body_info", 0, &dbi), 0);
-	CHECK_EQ(mdb_cursor_open(txn, dbi, &c), 0);
-	for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
-	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
-		n += v.mv_size > 16;
-	mdb_cursor_close(c);
+	const char *dbs[] = { "bodies", "body_info" };
+	for (size_t i = 0; i < 2; i++) {
+		CHECK_EQ(mdb_dbi_open(txn, dbs[i], 0, &dbi), 0);
+		CHECK_EQ(mdb_cursor_open(txn, dbi, &c), 0);
+		for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+		     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+			if (i == 0 && k.mv_size == 32)
+				nb++;
+			else
+				n += v.mv_size > 16;
+		}
+		mdb_cursor_close(c);
+	}
 	if (mdb_dbi_open(txn, "body_mime", 0, &dbi) == 0)
 		mdb_stat(txn, dbi, &st);
 	mdb_txn_abort(txn);
 	mdb_env_close(env);
+	if (bodies)
+		*bodies = nb;
 	return n + st.ms_entries;
 }
 
@@ -1666,9 +1696,11 @@ static void test_append(void)
 	store_read_end(t);
 	/* Three messages of one body and one of another: two blobs. */
 	close_loop(s, &loop);
-	CHECK_EQ(blob_count(dir), 2);
-	CHECK_EQ(db_entries(dir, "body_mime"), 0);      /* kept with body_info */
-	CHECK_EQ(db_entries(dir, "bodies"), 2);
+	size_t nbodies = 0;
+	CHECK_EQ(blob_count(dir, &nbodies), 2);
+	CHECK_EQ(nbodies, 2);
+	CHECK_EQ(db_entries(dir, "body_mime"), 0);      /* kept in the info records */
+	CHECK_EQ(db_entries(dir, "body_info"), 0);
 	uv_loop_init(&loop);
 	s = open_loop(dir, &loop, NULL);
 
@@ -1747,7 +1779,8 @@ static void test_append(void)
 	CHECK_EQ(mime_state(s, mime_id, "parts"), 0);
 	CHECK_EQ(mime_state(s, d2.body_id, "one"), 0);
 	close_loop(s, &loop);
-	CHECK_EQ(blob_count(dir), 0);
+	CHECK_EQ(blob_count(dir, &nbodies), 0);
+	CHECK_EQ(nbodies, 0);
 	CHECK_EQ(db_entries(dir, "keywords"), 2);       /* INBOX's and Drafts' */
 	rmtree(dir);
 }
@@ -1762,7 +1795,7 @@ static void test_late_dbs(void)
 	CHECK_EQ(deliver(s, "alice", NULL, MIME1, 0), STORE_OK);
 	uint32_t inbox = mbox(s, "alice", "INBOX").id;
 	store_close(s);
-	CHECK_EQ(blobs_to_old_layout(dir, false), 1);
+	CHECK_EQ(info_to_old_layout(dir, INFO_NO_BLOB), 1);
 
 	MDB_env *env;
 	MDB_txn *txn;
@@ -1802,42 +1835,117 @@ static void test_late_dbs(void)
 	rmtree(dir);
 }
 
-/* A store whose blobs are in body_mime (before 2026-11-22): they are read
- * there, a new reference leaves them there (no second copy in body_info),
- * and they go with the body's last reference. */
-static void test_blobs_in_body_mime(void)
+/* Read the format string of the store in DIR (closed) into BUF, and with
+ * SET write SET there first. */
+static void raw_format(const char *dir, const char *set, char *buf, size_t len)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	char key[] = "format";
+	MDB_val k = { 6, key }, v;
+	CHECK_EQ(mdb_env_create(&env), 0);
+	mdb_env_set_maxdbs(env, 16);
+	CHECK_EQ(mdb_env_open(env, dir, 0, 0600), 0);
+	CHECK_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	CHECK_EQ(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+	if (set) {
+		char val[64];
+		snprintf(val, sizeof val, "%s", set);
+		v.mv_size = strlen(val);
+		v.mv_data = val;
+		CHECK_EQ(mdb_put(txn, dbi, &k, &v, 0), 0);
+	}
+	CHECK_EQ(mdb_get(txn, dbi, &k, &v), 0);
+	snprintf(buf, len, "%.*s", (int)v.mv_size, (const char *)v.mv_data);
+	CHECK_EQ(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+/* Format 1 stores are read as they are and become format 2 when opened
+ * for writing; a later format is refused (an older onebox refuses 2 the
+ * same way, since it would not find the info records next to the bytes). */
+static void test_format_upgrade(void)
 {
 	char *dir = tmpdir();
 	store *s = open_sync(dir, NULL);
 	CHECK_EQ(add_user(s, "alice"), STORE_OK);
 	CHECK_EQ(deliver(s, "alice", NULL, MIME1, 0), STORE_OK);
-	uint32_t inbox = mbox(s, "alice", "INBOX").id;
 	store_close(s);
-	CHECK_EQ(blobs_to_old_layout(dir, true), 1);
-	CHECK_EQ(db_entries(dir, "body_mime"), 1);
+	char fmt[64];
+	raw_format(dir, NULL, fmt, sizeof fmt);
+	CHECK(strcmp(fmt, "onebox-store 2") == 0);
 
-	s = open_sync(dir, NULL);
-	struct store_message m;
-	CHECK_EQ(msg_get(s, inbox, 1, &m), STORE_OK);
-	CHECK_EQ(mime_state(s, m.body_id, "parts"), 1);
-	CHECK_EQ(deliver(s, "alice", NULL, MIME1, 0), STORE_OK);
-	CHECK_EQ(mime_state(s, m.body_id, "parts"), 1);
+	raw_format(dir, "onebox-store 1", fmt, sizeof fmt);
+	struct store_options ro = { .readonly = true };
+	s = open_sync(dir, &ro);
+	CHECK_EQ(mbox(s, "alice", "INBOX").messages, 1);
 	store_close(s);
-	CHECK_EQ(blob_count(dir), 1);
-	CHECK_EQ(db_entries(dir, "body_mime"), 1);
+	raw_format(dir, NULL, fmt, sizeof fmt);
+	CHECK(strcmp(fmt, "onebox-store 1") == 0);
+	s = open_sync(dir, NULL);
+	CHECK_EQ(deliver(s, "alice", NULL, MSG1, 0), STORE_OK);
+	CHECK_EQ(mbox(s, "alice", "INBOX").messages, 2);
+	store_close(s);
+	raw_format(dir, NULL, fmt, sizeof fmt);
+	CHECK(strcmp(fmt, "onebox-store 2") == 0);
 
-	s = open_sync(dir, NULL);
-	store_req *r = store_req_new();
-	store_req_expunge(r, inbox, 1);
-	CHECK_EQ(one_op(s, r), STORE_OK);
-	CHECK_EQ(mime_state(s, m.body_id, "parts"), 1);         /* one reference left */
-	r = store_req_new();
-	store_req_expunge(r, inbox, 2);
-	CHECK_EQ(one_op(s, r), STORE_OK);
-	CHECK_EQ(body_state(s, m.body_id, NULL), 0);
-	store_close(s);
-	CHECK_EQ(blob_count(dir), 0);
+	raw_format(dir, "onebox-store 3", fmt, sizeof fmt);
+	char err[512] = "";
+	s = NULL;
+	CHECK_EQ(store_open(&s, dir, NULL, NULL, err, sizeof err), STORE_CORRUPT);
+	CHECK(strstr(err, "another format") != NULL);
 	rmtree(dir);
+}
+
+/*
+ * Stores before 2026-11-22 kept a body's info record in body_info, and its
+ * blob in body_mime or after the 16 octets: both are read where they are,
+ * a new reference updates them there (no second record next to the
+ * bytes), and they go with the body's last reference.
+ */
+static void test_info_in_body_info(void)
+{
+	enum old_layout layouts[] = { INFO_BLOB_IN_MIME_DB, INFO_WITH_BLOB };
+	for (size_t i = 0; i < 2; i++) {
+		char *dir = tmpdir();
+		store *s = open_sync(dir, NULL);
+		CHECK_EQ(add_user(s, "alice"), STORE_OK);
+		CHECK_EQ(deliver(s, "alice", NULL, MIME1, 0), STORE_OK);
+		uint32_t inbox = mbox(s, "alice", "INBOX").id;
+		store_close(s);
+		CHECK_EQ(info_to_old_layout(dir, layouts[i]), 1);
+		CHECK_EQ(db_entries(dir, "body_info"), 1);
+		CHECK_EQ(db_entries(dir, "body_mime"), i == 0 ? 1 : 0);
+
+		s = open_sync(dir, NULL);
+		struct store_message m;
+		CHECK_EQ(msg_get(s, inbox, 1, &m), STORE_OK);
+		CHECK_EQ(mime_state(s, m.body_id, "parts"), 1);
+		CHECK_EQ(deliver(s, "alice", NULL, MIME1, 0), STORE_OK);
+		CHECK_EQ(mime_state(s, m.body_id, "parts"), 1);
+		store_close(s);
+		size_t nbodies = 0;
+		CHECK_EQ(blob_count(dir, &nbodies), 1);
+		CHECK_EQ(nbodies, 1);
+		CHECK_EQ(db_entries(dir, "body_info"), 1);
+		CHECK_EQ(db_entries(dir, "bodies"), 1);         /* no info record beside it */
+
+		s = open_sync(dir, NULL);
+		store_req *r = store_req_new();
+		store_req_expunge(r, inbox, 1);
+		CHECK_EQ(one_op(s, r), STORE_OK);
+		CHECK_EQ(mime_state(s, m.body_id, "parts"), 1);         /* one reference left */
+		r = store_req_new();
+		store_req_expunge(r, inbox, 2);
+		CHECK_EQ(one_op(s, r), STORE_OK);
+		CHECK_EQ(body_state(s, m.body_id, NULL), 0);
+		store_close(s);
+		CHECK_EQ(blob_count(dir, &nbodies), 0);
+		CHECK_EQ(nbodies, 0);
+		CHECK_EQ(db_entries(dir, "body_info"), 0);
+		rmtree(dir);
+	}
 }
 
 /* Subscriptions are names apart from the mailboxes: DELETE and RENAME
@@ -2037,7 +2145,8 @@ int main(void)
 	test_keywords();
 	test_append();
 	test_late_dbs();
-	test_blobs_in_body_mime();
+	test_info_in_body_info();
+	test_format_upgrade();
 	test_subscriptions();
 	test_subs_migration();
 	printf("%d passed, %d failed\n", passed, failed);
