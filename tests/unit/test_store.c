@@ -1501,6 +1501,30 @@ static int mime_state(store *s, const uint8_t id[32], const char *subject)
 	return r;
 }
 
+/* Open the store in DIR (closed) with LMDB itself, as another program or
+ * an older onebox would, and begin a txn on it: read-only unless WRITE. */
+static MDB_txn *raw_begin(const char *dir, bool write)
+{
+	MDB_env *env;
+	MDB_txn *txn = NULL;
+	CHECK_EQ(mdb_env_create(&env), 0);
+	mdb_env_set_maxdbs(env, 16);
+	CHECK_EQ(mdb_env_open(env, dir, write ? 0 : MDB_RDONLY, 0600), 0);
+	CHECK_EQ(mdb_txn_begin(env, NULL, write ? 0 : MDB_RDONLY, &txn), 0);
+	return txn;
+}
+
+/* Commit (or with COMMIT false abort) a raw_begin txn and close its env. */
+static void raw_end(MDB_txn *txn, bool commit)
+{
+	MDB_env *env = mdb_txn_env(txn);
+	if (commit)
+		CHECK_EQ(mdb_txn_commit(txn), 0);
+	else
+		mdb_txn_abort(txn);
+	mdb_env_close(env);
+}
+
 /* How stores before 2026-11-22 kept a body's info record and blob. */
 enum old_layout {
 	INFO_NO_BLOB,           /* body_info, no blob (before blobs existed) */
@@ -1515,16 +1539,11 @@ enum old_layout {
  */
 static size_t info_to_old_layout(const char *dir, enum old_layout layout)
 {
-	MDB_env *env;
-	MDB_txn *txn;
 	MDB_dbi bodies, info, mime;
 	MDB_cursor *c;
 	MDB_val k, v;
 	size_t n = 0;
-	CHECK_EQ(mdb_env_create(&env), 0);
-	mdb_env_set_maxdbs(env, 16);
-	CHECK_EQ(mdb_env_open(env, dir, 0, 0600), 0);
-	CHECK_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	MDB_txn *txn = raw_begin(dir, true);
 	CHECK_EQ(mdb_dbi_open(txn, "bodies", 0, &bodies), 0);
 	CHECK_EQ(mdb_dbi_open(txn, "body_info", 0, &info), 0);
 	CHECK_EQ(mdb_dbi_open(txn, "body_mime", 0, &mime), 0);
@@ -1555,8 +1574,7 @@ static size_t info_to_old_layout(const char *dir, enum old_layout layout)
 		rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
 	}
 	mdb_cursor_close(c);
-	CHECK_EQ(mdb_txn_commit(txn), 0);
-	mdb_env_close(env);
+	raw_end(txn, true);
 	return n;
 }
 
@@ -1565,17 +1583,12 @@ static size_t info_to_old_layout(const char *dir, enum old_layout layout)
  * 16 octets of an info record in `bodies` or body_info, or in body_mime. */
 static size_t blob_count(const char *dir, size_t *bodies)
 {
-	MDB_env *env;
-	MDB_txn *txn;
 	MDB_dbi dbi;
 	MDB_cursor *c;
 	MDB_val k, v;
 	MDB_stat st = { 0 };
 	size_t n = 0, nb = 0;
-	CHECK_EQ(mdb_env_create(&env), 0);
-	mdb_env_set_maxdbs(env, 16);
-	CHECK_EQ(mdb_env_open(env, dir, MDB_RDONLY, 0600), 0);
-	CHECK_EQ(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+	MDB_txn *txn = raw_begin(dir, false);
 	const char *dbs[] = { "bodies", "body_info" };
 	for (size_t i = 0; i < 2; i++) {
 		CHECK_EQ(mdb_dbi_open(txn, dbs[i], 0, &dbi), 0);
@@ -1591,8 +1604,7 @@ static size_t blob_count(const char *dir, size_t *bodies)
 	}
 	if (mdb_dbi_open(txn, "body_mime", 0, &dbi) == 0)
 		mdb_stat(txn, dbi, &st);
-	mdb_txn_abort(txn);
-	mdb_env_close(env);
+	raw_end(txn, false);
 	if (bodies)
 		*bodies = nb;
 	return n + st.ms_entries;
@@ -1601,18 +1613,12 @@ static size_t blob_count(const char *dir, size_t *bodies)
 /* Entries in the named database DB of the store in DIR (closed). */
 static size_t db_entries(const char *dir, const char *db)
 {
-	MDB_env *env;
-	MDB_txn *txn;
 	MDB_dbi dbi;
 	MDB_stat st = { 0 };
-	CHECK_EQ(mdb_env_create(&env), 0);
-	mdb_env_set_maxdbs(env, 16);
-	CHECK_EQ(mdb_env_open(env, dir, MDB_RDONLY, 0600), 0);
-	CHECK_EQ(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+	MDB_txn *txn = raw_begin(dir, false);
 	if (mdb_dbi_open(txn, db, 0, &dbi) == 0)
 		mdb_stat(txn, dbi, &st);
-	mdb_txn_abort(txn);
-	mdb_env_close(env);
+	raw_end(txn, false);
 	return st.ms_entries;
 }
 
@@ -1797,19 +1803,13 @@ static void test_late_dbs(void)
 	store_close(s);
 	CHECK_EQ(info_to_old_layout(dir, INFO_NO_BLOB), 1);
 
-	MDB_env *env;
-	MDB_txn *txn;
 	MDB_dbi dbi;
-	CHECK_EQ(mdb_env_create(&env), 0);
-	mdb_env_set_maxdbs(env, 16);
-	CHECK_EQ(mdb_env_open(env, dir, 0, 0600), 0);
-	CHECK_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	MDB_txn *txn = raw_begin(dir, true);
 	CHECK_EQ(mdb_dbi_open(txn, "keywords", 0, &dbi), 0);
 	CHECK_EQ(mdb_drop(txn, dbi, 1), 0);
 	CHECK_EQ(mdb_dbi_open(txn, "body_mime", 0, &dbi), 0);
 	CHECK_EQ(mdb_drop(txn, dbi, 1), 0);
-	CHECK_EQ(mdb_txn_commit(txn), 0);
-	mdb_env_close(env);
+	raw_end(txn, true);
 
 	struct store_options ro = { .readonly = true };
 	s = open_sync(dir, &ro);
@@ -1839,15 +1839,10 @@ static void test_late_dbs(void)
  * SET write SET there first. */
 static void raw_format(const char *dir, const char *set, char *buf, size_t len)
 {
-	MDB_env *env;
-	MDB_txn *txn;
 	MDB_dbi dbi;
 	char key[] = "format";
 	MDB_val k = { 6, key }, v;
-	CHECK_EQ(mdb_env_create(&env), 0);
-	mdb_env_set_maxdbs(env, 16);
-	CHECK_EQ(mdb_env_open(env, dir, 0, 0600), 0);
-	CHECK_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	MDB_txn *txn = raw_begin(dir, true);
 	CHECK_EQ(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
 	if (set) {
 		char val[64];
@@ -1858,8 +1853,7 @@ static void raw_format(const char *dir, const char *set, char *buf, size_t len)
 	}
 	CHECK_EQ(mdb_get(txn, dbi, &k, &v), 0);
 	snprintf(buf, len, "%.*s", (int)v.mv_size, (const char *)v.mv_data);
-	CHECK_EQ(mdb_txn_commit(txn), 0);
-	mdb_env_close(env);
+	raw_end(txn, true);
 }
 
 /* Format 1 stores are read as they are and become format 2 when opened
@@ -2042,15 +2036,10 @@ static void test_subscriptions(void)
  * mailboxes named in SUBS (a NULL-terminated list), clear in the others. */
 static void make_old_store(const char *dir, const char *const *subs)
 {
-	MDB_env *env;
-	MDB_txn *txn;
 	MDB_dbi dbi;
 	MDB_cursor *c;
 	MDB_val k, v;
-	CHECK_EQ(mdb_env_create(&env), 0);
-	mdb_env_set_maxdbs(env, 16);
-	CHECK_EQ(mdb_env_open(env, dir, 0, 0600), 0);
-	CHECK_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	MDB_txn *txn = raw_begin(dir, true);
 	CHECK_EQ(mdb_dbi_open(txn, "subscriptions", 0, &dbi), 0);
 	CHECK_EQ(mdb_drop(txn, dbi, 1), 0);
 	CHECK_EQ(mdb_dbi_open(txn, "mailboxes", 0, &dbi), 0);
@@ -2073,8 +2062,7 @@ static void make_old_store(const char *dir, const char *const *subs)
 		CHECK_EQ(mdb_cursor_put(c, &k, &nv, MDB_CURRENT), 0);
 	}
 	mdb_cursor_close(c);
-	CHECK_EQ(mdb_txn_commit(txn), 0);
-	mdb_env_close(env);
+	raw_end(txn, true);
 }
 
 /* A store from before `subscriptions`: read-only opens read the old
