@@ -1,14 +1,16 @@
 /*
  * msg.c - store_msg, a message as it is received (LMTP DATA, IMAP APPEND,
  * `onebox deliver`).  Bytes are normalised to CRLF line ends as they are
- * appended, and the SHA-256 (the body's key in the store), the line count
- * and the header size are computed on the way, so the writer never re-reads
- * the bytes.  Finishing a message also parses its MIME structure once,
- * here in the receiving thread (DESIGN section 3, "Metadata at ingest"),
- * and keeps it serialised: the writer only copies the blob.  A message is
- * reference counted with atomics: the loop thread and the writer thread
- * (which holds a reference while applying a request) may drop theirs in
- * either order.
+ * appended, and the line count and the header size are computed on the
+ * way.  Sealing a finished message computes its SHA-256 (the body's key in
+ * the store) and parses its MIME structure once (DESIGN section 3,
+ * "Metadata at ingest"), keeping it serialised: the writer only copies the
+ * blob.  The store seals a large message on its prepare thread, off the
+ * loop, and a small one on the loop as it is submitted (store.c, "the
+ * prepare thread"); either way before the writer sees it.  A message is
+ * reference counted with atomics: the loop thread and the store's threads
+ * (which hold a reference while applying a request) may drop theirs in
+ * any order.
  */
 #include <stdatomic.h>
 #include <stdint.h>
@@ -26,10 +28,9 @@ struct store_msg {
 	atomic_uint refs;
 	char *buf;              /* normalised bytes, NUL-terminated when allocated */
 	size_t len, cap;
-	gnutls_hash_hd_t hash;
-	bool hash_live;         /* HASH must still be deinitialised */
 	bool pending_cr;        /* the last input byte was a CR: LF may follow */
 	bool finished;
+	bool sealed;            /* ID and MIME are set (store_msg_seal) */
 	bool failed;            /* out of memory or hash failure: unusable */
 	bool header_found;
 	size_t line_len;        /* octets since the last CRLF */
@@ -46,10 +47,6 @@ store_msg *store_msg_new(void)
 	if (!m)
 		return NULL;
 	atomic_init(&m->refs, 1);
-	if (gnutls_hash_init(&m->hash, GNUTLS_DIG_SHA256) == 0)
-		m->hash_live = true;
-	else
-		m->failed = true;
 	return m;
 }
 
@@ -130,7 +127,7 @@ void store_msg_append(store_msg *m, const char *p, size_t len)
 		m->failed = true;
 		return;
 	}
-	size_t start = m->len, i = 0;
+	size_t i = 0;
 	char *o = m->buf + m->len;
 	if (m->pending_cr) {
 		m->pending_cr = false;
@@ -156,8 +153,6 @@ void store_msg_append(store_msg *m, const char *p, size_t len)
 	}
 	m->len = (size_t)(o - m->buf);
 	m->buf[m->len] = '\0';
-	if (m->len > start && gnutls_hash(m->hash, m->buf + start, m->len - start) != 0)
-		m->failed = true;
 }
 
 /* Parse and serialise the MIME structure.  A failure (out of memory) only
@@ -192,25 +187,38 @@ size_t store_msg_finish(store_msg *m)
 			m->failed = true;
 			goto out;
 		}
-		size_t start = m->len;
 		m->buf[m->len++] = '\r';
 		m->buf[m->len++] = '\n';
 		m->buf[m->len] = '\0';
 		msg_line_end(m, m->len);
-		if (gnutls_hash(m->hash, m->buf + start, 2) != 0)
-			m->failed = true;
 	}
 	if (m->line_len > 0)
 		m->lines++;     /* a last line without its CRLF still counts */
 	if (!m->header_found)
 		m->header_size = m->len;
-	msg_parse_mime(m);
 out:
-	if (m->hash_live) {
-		gnutls_hash_deinit(m->hash, m->id);
-		m->hash_live = false;
-	}
 	return m->len;
+}
+
+/* The hash in one pass over the finished bytes (about 0.35 ms for 256 KiB
+ * on the benchmark machine, SHA-NI), then the MIME parse. */
+void store_msg_seal(store_msg *m)
+{
+	if (!m || !m->finished || m->sealed)
+		return;
+	m->sealed = true;
+	if (m->failed)
+		return;
+	if (gnutls_hash_fast(GNUTLS_DIG_SHA256, store_msg_data(m), m->len, m->id) != 0) {
+		m->failed = true;
+		return;
+	}
+	msg_parse_mime(m);
+}
+
+size_t store_msg_unsealed(const store_msg *m)
+{
+	return m && !m->sealed ? m->len : 0;
 }
 
 size_t store_msg_size(const store_msg *m)
@@ -233,10 +241,6 @@ void store_msg_unref(store_msg *m)
 {
 	if (!m || atomic_fetch_sub(&m->refs, 1) != 1)
 		return;
-	if (m->hash_live) {
-		uint8_t scratch[32];
-		gnutls_hash_deinit(m->hash, scratch);
-	}
 	free(m->mime);
 	free(m->buf);
 	free(m);
@@ -244,7 +248,7 @@ void store_msg_unref(store_msg *m)
 
 bool store_msg_info_get(const store_msg *m, struct store_msg_info *out)
 {
-	if (!m || !m->finished || m->failed)
+	if (!m || !m->sealed || m->failed)
 		return false;
 	out->data = store_msg_data(m);
 	out->size = m->len;

@@ -86,6 +86,23 @@ struct store {
 	bool foreign;           /* another process committed between our commits */
 	uint64_t done_commit;   /* LMDB txn id of the last posted batch */
 	uint64_t writer_last;   /* LMDB txn id of our writer's last commit */
+	/* The runway (below): data.mdb's used length as of our last commit,
+	 * how far past it pages are ready, and the used length at which the
+	 * writer wakes the runway thread. */
+	uint64_t used_end, runway_end, runway_wake_at;
+	/* The prepare thread (below): requests waiting for it, in order, and
+	 * whether it is working on one. */
+	store_req *prep_head, *prep_tail;
+	bool prep_busy;
+	uv_cond_t prep_cond;
+	uv_thread_t prep_thread;
+	bool prep_started;
+	uv_cond_t runway_cond;
+	uv_thread_t runway_thread;
+	bool runway_started;
+	bool runway_off;        /* the file system has no fallocate: given up */
+	int runway_fd;
+	size_t psize;           /* LMDB's page size */
 
 	/* Loop thread only. */
 	uv_async_t *async;
@@ -1898,6 +1915,7 @@ static bool quota_allows(const struct urec *u, uint64_t bytes)
 /* The message of OP (deliver, append), finished and within limits. */
 static int op_msg_info(const struct store_op *op, struct store_msg_info *mi)
 {
+	store_msg_seal(op->msg);        /* a synchronous store's (the prepare thread's) */
 	if (!store_msg_info_get(op->msg, mi))
 		return STORE_TEMPFAIL;
 	return mi->size > UINT32_MAX ? STORE_INVALID : STORE_OK;
@@ -2321,6 +2339,110 @@ static void req_apply(struct wtx *w, MDB_txn *parent, store_req *r)
 	r->status = st;
 }
 
+/* ------------------------------------------------------------ the runway */
+
+/*
+ * New pages of data.mdb, made ready before the writer needs them.  A store
+ * that grows writes each commit's new pages past the old end of the file,
+ * and the kernel must first find page-cache pages for them.  On a virtual
+ * machine whose host takes back the guest's free memory, each such page
+ * costs a fault in the host, 12-25 us there (docs/store.md): 1-1.6 ms
+ * per 256 KiB message, in the one writer thread every delivery waits for.
+ * The runway thread keeps the stretch past LMDB's last page allocated
+ * (fallocate: blocks that read back as zeros) and read once, so that those
+ * pages are in the page cache when the writer's pwrite gets there, and the
+ * fault was taken on this thread instead.  It never writes a byte of the
+ * file: a crash leaves a longer file whose tail LMDB does not look at (it
+ * goes by the last page number of its meta page; check_length).  The
+ * stretch is a quarter of the used length, between RUNWAY_MIN and
+ * RUNWAY_MAX, so a small store costs next to nothing.
+ */
+#define RUNWAY_MIN ((uint64_t)1 << 20)
+#define RUNWAY_MAX ((uint64_t)64 << 20)
+#define RUNWAY_STEP ((uint64_t)4 << 20)         /* fallocate, then read, this much */
+#define RUNWAY_READ ((size_t)1 << 20)
+#define RUNWAY_RETRY_MS 30000                   /* after ENOSPC and the like */
+
+/* data.mdb's used length: LMDB's last page, from the newest meta page
+ * (read through the map, hence the map lock). */
+static uint64_t used_end(store *s)
+{
+	MDB_envinfo info;
+	if (!s->psize)
+		return 0;
+	maplock_shared(s);
+	int rc = mdb_env_info(s->env, &info);
+	maplock_release(s);
+	return rc ? 0 : ((uint64_t)info.me_last_pgno + 1) * s->psize;
+}
+
+static uint64_t runway_len(uint64_t used)
+{
+	uint64_t len = used / 4;
+	return len < RUNWAY_MIN ? RUNWAY_MIN : len > RUNWAY_MAX ? RUNWAY_MAX : len;
+}
+
+/* Allocate [OFF, OFF+LEN) of FD and read it into the page cache.  0, or
+ * the errno that stopped it. */
+static int runway_fill(int fd, uint64_t off, uint64_t len, char *buf)
+{
+	int rc;
+	do
+		rc = fallocate(fd, 0, (off_t)off, (off_t)len);
+	while (rc != 0 && errno == EINTR);
+	if (rc != 0)
+		return errno;
+	for (uint64_t done = 0; done < len;) {
+		size_t want = len - done < RUNWAY_READ ? (size_t)(len - done) : RUNWAY_READ;
+		ssize_t n = pread(fd, buf, want, (off_t)(off + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? errno : EIO;
+		done += (uint64_t)n;
+	}
+	return 0;
+}
+
+static void runway_main(void *arg)
+{
+	store *s = arg;
+	char *buf = malloc(RUNWAY_READ);
+	uv_mutex_lock(&s->mu);
+	while (!s->stopping && buf) {
+		uint64_t used = s->used_end;
+		uint64_t ready = s->runway_end > used ? s->runway_end : used;
+		uint64_t want = used + runway_len(used);
+		if (ready >= want) {
+			/* Woken again once the writer has used half of it. */
+			s->runway_wake_at = ready - runway_len(used) / 2;
+			uv_cond_wait(&s->runway_cond, &s->mu);
+			continue;
+		}
+		uint64_t len = want - ready < RUNWAY_STEP ? want - ready : RUNWAY_STEP;
+		uv_mutex_unlock(&s->mu);
+		int err = runway_fill(s->runway_fd, ready, len, buf);
+		uv_mutex_lock(&s->mu);
+		if (err == EOPNOTSUPP || err == ENOSYS || err == EBADF) {
+			s->runway_off = true;   /* not on this file system: never mind */
+			break;
+		}
+		if (err) {
+			/* The disk is full, say: LMDB will say so where it matters;
+			 * try again later. */
+			s->runway_wake_at = UINT64_MAX;
+			uv_cond_timedwait(&s->runway_cond, &s->mu,
+			                  (uint64_t)RUNWAY_RETRY_MS * 1000000);
+			continue;
+		}
+		if (ready + len > s->runway_end)
+			s->runway_end = ready + len;
+	}
+	s->runway_wake_at = UINT64_MAX;
+	uv_mutex_unlock(&s->mu);
+	free(buf);
+}
+
 /*
  * One durable write txn applying REQS: set COMMIT_KEY (so that the txn id
  * moves: how other processes notice us), apply each request, purge expired
@@ -2358,10 +2480,16 @@ static int write_run(store *s, store_req **reqs, size_t n, struct wtx *w, bool *
 			rc = mdb_txn_commit(txn);
 		maplock_release(s);
 		if (rc == 0) {
+			uint64_t end = used_end(s);
 			uv_mutex_lock(&s->mu);
 			if (id - 1 != s->writer_last)
 				*foreign = true;
 			s->writer_last = id;
+			if (end > s->used_end) {
+				s->used_end = end;
+				if (s->runway_started && end > s->runway_wake_at)
+					uv_cond_signal(&s->runway_cond);
+			}
 			uv_mutex_unlock(&s->mu);
 			return 0;
 		}
@@ -2859,7 +2987,8 @@ static void writer_main(void *arg)
 	size_t cap = 0;
 	uv_mutex_lock(&s->mu);
 	for (;;) {
-		while (!s->queue_head && !s->stopping)
+		/* Stopping, the writer still takes what the prepare thread has. */
+		while (!s->queue_head && (!s->stopping || s->prep_head || s->prep_busy))
 			uv_cond_wait(&s->cond, &s->mu);
 		if (!s->queue_head)
 			break;
@@ -2980,6 +3109,72 @@ static void on_async(uv_async_t *h)
 	deliver_done(h->data);
 }
 
+/* ------------------------------------------------------ the prepare thread */
+
+/*
+ * A message's SHA-256 (its key) took about 1.4 ms of CPU per MiB on the
+ * benchmark machine; on the loop thread it held up every other session
+ * while a large message was hashed, and was 45% of the loop's time at ten
+ * LMTP senders of 256 KiB (docs/store.md).  A request with PREP_MIN
+ * octets or more to seal goes to the prepare thread, which seals it and
+ * passes it on to the writer; smaller ones are sealed on the loop, where a
+ * hand-off to another thread would cost more than it saves.  Every request
+ * submitted while the prepare thread holds one queues behind it, so the
+ * writer still applies requests in the order they were submitted.
+ */
+#define PREP_MIN ((size_t)64 << 10)
+
+static size_t req_unsealed(const store_req *r)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < r->n; i++)
+		if (r->ops[i].msg)
+			n += store_msg_unsealed(r->ops[i].msg);
+	return n;
+}
+
+static void req_seal(store_req *r)
+{
+	for (size_t i = 0; i < r->n; i++)
+		store_msg_seal(r->ops[i].msg);
+}
+
+/* With S->mu held: queue R for the writer. */
+static void writer_enqueue(store *s, store_req *r)
+{
+	r->next = NULL;
+	if (s->queue_tail)
+		s->queue_tail->next = r;
+	else
+		s->queue_head = r;
+	s->queue_tail = r;
+	uv_cond_signal(&s->cond);
+}
+
+static void prep_main(void *arg)
+{
+	store *s = arg;
+	uv_mutex_lock(&s->mu);
+	for (;;) {
+		while (!s->prep_head && !s->stopping)
+			uv_cond_wait(&s->prep_cond, &s->mu);
+		store_req *r = s->prep_head;
+		if (!r)
+			break;                  /* stopping, and nothing left */
+		s->prep_head = r->next;
+		if (!s->prep_head)
+			s->prep_tail = NULL;
+		s->prep_busy = true;
+		uv_mutex_unlock(&s->mu);
+		req_seal(r);
+		uv_mutex_lock(&s->mu);
+		s->prep_busy = false;
+		writer_enqueue(s, r);
+	}
+	uv_cond_signal(&s->cond);       /* a writer waiting for us may stop */
+	uv_mutex_unlock(&s->mu);
+}
+
 void store_req_submit(store *s, store_req *r, store_req_cb cb, void *arg)
 {
 	if (!r)
@@ -3005,12 +3200,23 @@ void store_req_submit(store *s, store_req *r, store_req_cb cb, void *arg)
 	if (s->outstanding++ == 0)
 		uv_ref((uv_handle_t *)s->async);
 	uv_mutex_lock(&s->mu);
-	if (s->queue_tail)
-		s->queue_tail->next = r;
-	else
-		s->queue_head = r;
-	s->queue_tail = r;
-	uv_cond_signal(&s->cond);
+	/* Behind a request the prepare thread has, in its queue: requests are
+	 * applied in the order they were submitted.  Else a large message goes
+	 * there, and a small one is sealed here. */
+	if (s->prep_started && (s->prep_head || s->prep_busy || req_unsealed(r) >= PREP_MIN)) {
+		if (s->prep_tail)
+			s->prep_tail->next = r;
+		else
+			s->prep_head = r;
+		s->prep_tail = r;
+		uv_cond_signal(&s->prep_cond);
+		uv_mutex_unlock(&s->mu);
+		return;
+	}
+	uv_mutex_unlock(&s->mu);
+	req_seal(r);
+	uv_mutex_lock(&s->mu);
+	writer_enqueue(s, r);
 	uv_mutex_unlock(&s->mu);
 }
 
@@ -3367,6 +3573,47 @@ static void store_free(store *s)
 	free(s);
 }
 
+bool store_runway_get(store *s, uint64_t *used, uint64_t *ready)
+{
+	uv_mutex_lock(&s->mu);
+	bool on = s->runway_started && !s->runway_off;
+	*used = s->used_end;
+	*ready = s->runway_end;
+	uv_mutex_unlock(&s->mu);
+	return on;
+}
+
+/* Start the runway thread of a store open for writing with a loop.  A
+ * store that cannot have one works as well without it. */
+static void runway_start(store *s, const char *path)
+{
+	MDB_stat ms;
+	char *data = path_join(path, "data.mdb");
+	s->runway_fd = -1;
+	if (!data || mdb_env_stat(s->env, &ms) != 0) {
+		free(data);
+		return;
+	}
+	s->psize = ms.ms_psize;
+	s->runway_fd = open(data, O_RDWR | O_CLOEXEC);
+	free(data);
+	if (s->runway_fd < 0)
+		return;
+	s->used_end = s->runway_end = used_end(s);
+	s->runway_wake_at = 0;
+	if (uv_cond_init(&s->runway_cond) != 0)
+		goto fail;
+	if (uv_thread_create(&s->runway_thread, runway_main, s) != 0) {
+		uv_cond_destroy(&s->runway_cond);
+		goto fail;
+	}
+	s->runway_started = true;
+	return;
+fail:
+	close(s->runway_fd);
+	s->runway_fd = -1;
+}
+
 int store_open(store **out, const char *path, const struct store_options *opt,
                uv_loop_t *loop, char *err, size_t errlen)
 {
@@ -3471,6 +3718,13 @@ int store_open(store **out, const char *path, const struct store_options *opt,
 			return STORE_TEMPFAIL;
 		}
 		s->thread_started = true;
+		if (uv_cond_init(&s->prep_cond) == 0) {
+			if (uv_thread_create(&s->prep_thread, prep_main, s) == 0)
+				s->prep_started = true;
+			else
+				uv_cond_destroy(&s->prep_cond);
+		}
+		runway_start(s, path);
 	} else {
 		uv_mutex_init(&s->mu);
 		uv_cond_init(&s->cond);
@@ -3493,9 +3747,24 @@ void store_close(store *s)
 		uv_mutex_lock(&s->mu);
 		s->stopping = true;
 		uv_cond_signal(&s->cond);
+		if (s->prep_started)
+			uv_cond_signal(&s->prep_cond);
 		uv_mutex_unlock(&s->mu);
+		if (s->prep_started) {
+			uv_thread_join(&s->prep_thread);
+			uv_cond_destroy(&s->prep_cond);
+		}
 		uv_thread_join(&s->thread);
 		deliver_done(s);
+	}
+	if (s->runway_started) {
+		uv_mutex_lock(&s->mu);
+		s->stopping = true;
+		uv_cond_signal(&s->runway_cond);
+		uv_mutex_unlock(&s->mu);
+		uv_thread_join(&s->runway_thread);
+		uv_cond_destroy(&s->runway_cond);
+		close(s->runway_fd);
 	}
 	if (s->async)
 		uv_close((uv_handle_t *)s->async, on_handle_closed);

@@ -18,11 +18,24 @@ struct store_msg_info {
 	uint64_t header_size;
 	uint8_t id[32];         /* SHA-256 of the bytes: the body's key */
 	const unsigned char *mime; /* its MIME structure (mime_serialize), */
-	size_t mime_len;           /* parsed at finish; NULL if none */
+	size_t mime_len;           /* parsed when sealed; NULL if none */
 };
 
-/* Fill *OUT for a finished message; false if M is not finished or could
- * not be built (out of memory, hash failure). */
+/* Hash and parse a finished message, once (a no-op after that, and on a
+ * message not finished).  Called by one thread at a time: the store hands
+ * a message from thread to thread under its mutex. */
+void store_msg_seal(store_msg *m);
+
+/* Octets of M still to be sealed: its size, or 0 once sealed. */
+size_t store_msg_unsealed(const store_msg *m);
+
+/* Fill *OUT for a sealed message; false if M is not sealed or could not
+ * be built (out of memory, hash failure). */
 bool store_msg_info_get(const store_msg *m, struct store_msg_info *out);
+
+/* For the tests: data.mdb's used length as of the writer's last commit
+ * and how far past it the runway is ready; false if the store has no
+ * runway (no loop, or no fallocate where it lives). */
+bool store_runway_get(store *s, uint64_t *used, uint64_t *ready);
 
 #endif

@@ -8,6 +8,7 @@
  * counts and reports file:line; the exit status is non-zero on a failure.
  */
 
+#include <fcntl.h>
 #include <ftw.h>
 #include <lmdb.h>
 #include <stdio.h>
@@ -510,6 +511,7 @@ static void test_crlf_random(void)
 			at += n;
 		}
 		size_t got = store_msg_finish(m);
+		store_msg_seal(m);
 		struct store_msg_info info;
 		uint8_t digest[32];
 		gnutls_hash_fast(GNUTLS_DIG_SHA256, want, wlen, digest);
@@ -1145,6 +1147,162 @@ static void test_map_growth(void)
 	CHECK_EQ(deliver(s, "alice", NULL, b, 0), STORE_NOSPACE);
 	free(b);
 	CHECK_EQ(mbox(s, "alice", "INBOX").messages, 20);
+	store_close(s);
+	rmtree(dir);
+}
+
+/* Submit a delivery of BODY (LEN octets) to alice's INBOX. */
+static void submit_body(store *s, const char *body, size_t len, struct cb_log *log)
+{
+	store_msg *m = msg_of(body, len);
+	store_req *r = store_req_new();
+	store_req_deliver(r, "alice", NULL, m, 0, 0);
+	store_msg_unref(m);
+	store_req_submit(s, r, on_done, log);
+}
+
+/*
+ * Large messages are sealed on the prepare thread, small ones on the
+ * loop; requests are still applied in the order they were submitted: the
+ * UIDs follow it, and a flags change on UID 1 submitted right behind the
+ * large delivery that makes UID 1 finds it.  Requests still with the
+ * prepare thread at close are committed, not dropped.
+ */
+static void test_prepare_order(void)
+{
+	char *dir = tmpdir();
+	store *s = open_sync(dir, NULL);
+	CHECK_EQ(add_user(s, "alice"), STORE_OK);
+	uint32_t inbox = mbox(s, "alice", "INBOX").id;
+	store_close(s);
+
+	const size_t sizes[] = { 256 * 1024, 100, 128 * 1024, 200, 64 * 1024 };
+	const size_t n = sizeof sizes / sizeof sizes[0];
+	char *bodies[5];
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	s = open_loop(dir, &loop, NULL);
+	struct cb_log log;
+	memset(&log, 0, sizeof log);
+	for (size_t i = 0; i < n; i++) {
+		bodies[i] = big_body(sizes[i], (int)i);
+		submit_body(s, bodies[i], sizes[i], &log);
+		if (i == 0) {
+			store_req *r = store_req_new();
+			store_req_flags(r, inbox, 1, STORE_F_SEEN, 0);
+			store_req_submit(s, r, on_done, &log);
+		}
+	}
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK_EQ(log.calls, (int)n + 1);
+	for (int i = 0; i < log.calls; i++)
+		CHECK_EQ(log.status[i], STORE_OK);
+	CHECK_EQ(log.uid[0], 1);
+	CHECK_EQ(log.uid[2], 2);
+	CHECK_EQ(log.uid[3], 3);
+	CHECK_EQ(log.uid[4], 4);
+	CHECK_EQ(log.uid[5], 5);
+
+	/* Large ones, then close at once: the close drains them. */
+	memset(&log, 0, sizeof log);
+	char *late = big_body(300 * 1024, 7);
+	for (int i = 0; i < 3; i++)
+		submit_body(s, late, strlen(late), &log);
+	close_loop(s, &loop);
+	CHECK_EQ(log.calls, 3);
+	for (int i = 0; i < 3; i++)
+		CHECK_EQ(log.status[i], STORE_OK);
+
+	s = open_sync(dir, NULL);
+	CHECK_EQ(mbox(s, "alice", "INBOX").messages, 8);
+	for (uint32_t uid = 1; uid <= 8; uid++) {
+		struct store_message m;
+		CHECK_EQ(msg_get(s, inbox, uid, &m), STORE_OK);
+		CHECK_EQ(m.flags & STORE_F_SEEN, uid == 1 ? STORE_F_SEEN : 0u);
+		/* The key is the SHA-256 of the bytes, wherever it was computed. */
+		const char *want = uid <= n ? bodies[uid - 1] : late;
+		uint8_t digest[32];
+		gnutls_hash_fast(GNUTLS_DIG_SHA256, want, strlen(want), digest);
+		CHECK(memcmp(m.body_id, digest, 32) == 0);
+		CHECK_EQ(body_state(s, m.body_id, want), 1);
+	}
+	store_close(s);
+	for (size_t i = 0; i < n; i++)
+		free(bodies[i]);
+	free(late);
+	rmtree(dir);
+}
+
+/*
+ * The runway: past the last page LMDB uses, data.mdb is allocated (and
+ * read once, so that it is in the page cache) by the store's own thread.
+ * The file is longer than the store, and the store reads and writes as
+ * before, also after it is opened again.
+ */
+static void test_runway(void)
+{
+	char *dir = tmpdir();
+	store *s = open_sync(dir, NULL);
+	CHECK_EQ(add_user(s, "alice"), STORE_OK);
+	uint32_t inbox = mbox(s, "alice", "INBOX").id;
+	store_close(s);
+
+	/* Where fallocate works (ext4, xfs, tmpfs...), the runway must be on. */
+	char probe[4096];
+	snprintf(probe, sizeof probe, "%s/probe", dir);
+	int fd = open(probe, O_RDWR | O_CREAT, 0600);
+	CHECK(fd >= 0);
+	bool can = fallocate(fd, 0, 0, 4096) == 0;
+	close(fd);
+	unlink(probe);
+
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	s = open_loop(dir, &loop, NULL);
+	struct cb_log log;
+	memset(&log, 0, sizeof log);
+	const size_t size = 512 * 1024;
+	for (int i = 0; i < 8; i++) {
+		char *b = big_body(size, i);
+		submit_body(s, b, size, &log);
+		free(b);
+	}
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK_EQ(log.calls, 8);
+	uint64_t used = 0, ready = 0;
+	bool on = store_runway_get(s, &used, &ready);
+	/* The thread gets there on its own time: wait for it, 10 s at most. */
+	for (int i = 0; on && i < 1000 && ready < used + used / 4; i++) {
+		usleep(10000);
+		on = store_runway_get(s, &used, &ready);
+	}
+	char data[4096];
+	snprintf(data, sizeof data, "%s/data.mdb", dir);
+	struct stat st;
+	CHECK_EQ(stat(data, &st), 0);
+	CHECK(on || !can);
+	if (on) {
+		CHECK(used >= 8 * size);
+		CHECK(ready >= used + used / 4 && ready >= used + (1u << 20));
+		CHECK((uint64_t)st.st_size >= ready);
+		CHECK((uint64_t)st.st_blocks * 512 >= ready);
+	} else {
+		fprintf(stderr, "test_runway: no fallocate where %s is: runway not checked\n", dir);
+	}
+	close_loop(s, &loop);
+
+	s = open_sync(dir, NULL);
+	CHECK_EQ(mbox(s, "alice", "INBOX").messages, 8);
+	char *b = big_body(size, 8);
+	CHECK_EQ(deliver(s, "alice", NULL, b, 0), STORE_OK);
+	for (uint32_t uid = 1; uid <= 9; uid++) {
+		struct store_message m;
+		CHECK_EQ(msg_get(s, inbox, uid, &m), STORE_OK);
+		char *want = big_body(size, (int)uid - 1);
+		CHECK_EQ(body_state(s, m.body_id, want), 1);
+		free(want);
+	}
+	free(b);
 	store_close(s);
 	rmtree(dir);
 }
@@ -2120,6 +2278,8 @@ int main(void)
 	test_single_instance();
 	test_crlf();
 	test_crlf_random();
+	test_prepare_order();
+	test_runway();
 	test_flags_modseq();
 	test_move_copy();
 	test_mailboxes();
