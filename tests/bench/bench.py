@@ -21,6 +21,7 @@ are used.
 """
 
 import argparse
+import contextlib
 import ctypes
 import json
 import math
@@ -1387,6 +1388,19 @@ def machine():
     return "%d × %s, %s RAM, Linux %s" % (os.cpu_count() or 0, model, mem, platform.release())
 
 
+@contextlib.contextmanager
+def scratch_file(folder, name):
+    """The path of a probe file in FOLDER, removed afterwards."""
+    path = os.path.join(str(folder), name)
+    try:
+        yield path
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
 PAGE_PROBE_MIB = 64
 MSG_CHUNK = 256 << 10
 
@@ -1404,41 +1418,37 @@ def page_cost(folder):
     (free page reporting) pays a fault in the host for each page it hands
     out again, and one that shadows the guest's page tables pays the
     host for every page fault too."""
-    path = os.path.join(str(folder), "page-probe")
     size = PAGE_PROBE_MIB << 20
     pages = size // 4096
     chunk = os.urandom(MSG_CHUNK)
     out = {}
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            for key in ("256 KiB write into new page-cache pages ms",
-                        "256 KiB write into cached pages ms"):
-                t = time.perf_counter()
-                for off in range(0, size, MSG_CHUNK):
-                    os.pwrite(fd, chunk, off)
-                out[key] = (time.perf_counter() - t) / (size // MSG_CHUNK) * 1000
-        finally:
-            os.close(fd)
-        m = mmap.mmap(-1, size)
-        try:
-            for key in ("fault on fresh anonymous memory us per page", "second touch us"):
-                t = time.perf_counter()
-                for off in range(0, size, 4096):
-                    m[off] = 1
-                out[key] = (time.perf_counter() - t) / pages * 1e6
-        finally:
-            m.close()
+        with scratch_file(folder, "page-probe") as path:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                for key in ("256 KiB write into new page-cache pages ms",
+                            "256 KiB write into cached pages ms"):
+                    t = time.perf_counter()
+                    for off in range(0, size, MSG_CHUNK):
+                        os.pwrite(fd, chunk, off)
+                    out[key] = (time.perf_counter() - t) / (size // MSG_CHUNK) * 1000
+            finally:
+                os.close(fd)
+            m = mmap.mmap(-1, size)
+            try:
+                for key in ("fault on fresh anonymous memory us per page", "second touch us"):
+                    t = time.perf_counter()
+                    for off in range(0, size, 4096):
+                        m[off] = 1
+                    out[key] = (time.perf_counter() - t) / pages * 1e6
+            finally:
+                m.close()
     except OSError as e:
         return {"error": str(e)}
-    finally:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
     out["one writer's 256 KiB messages/s at most, new pages"] = (
         1000 / out["256 KiB write into new page-cache pages ms"])
     return out
+
 
 # Fewer samples per run than this on either side: a p99 row is not judged.
 P99_MIN_SAMPLES = 100
@@ -1458,51 +1468,46 @@ def disk_flush(folder, n):
     A commit's data pages are the copied path of every B-tree it changed,
     scattered over the file (the lmtp rows "disk write requests per
     message" count them), hence the third figure."""
-    path = os.path.join(str(folder), "flush-probe")
     block = os.urandom(4096)
     out = {}
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            mib = os.urandom(1 << 20)
-            for i in range(SCATTER_FILE_MIB):
-                os.pwrite(fd, mib, i << 20)
-            os.fdatasync(fd)
-            rnd = random.Random(1)
-            pages = SCATTER_FILE_MIB * 256
-            t = time.perf_counter()
-            for i in range(n):
-                for pg in sorted(rnd.sample(range(pages), SCATTERED_PAGES)):
-                    os.pwrite(fd, block, pg * 4096)
+        with scratch_file(folder, "flush-probe") as path:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                mib = os.urandom(1 << 20)
+                for i in range(SCATTER_FILE_MIB):
+                    os.pwrite(fd, mib, i << 20)
                 os.fdatasync(fd)
-            out["%d scattered pages + fdatasync ms" % SCATTERED_PAGES] = (
-                (time.perf_counter() - t) / n * 1000)
-        finally:
-            os.close(fd)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            t = time.perf_counter()
-            for i in range(n):
-                os.pwrite(fd, block, i * 4096)
-                os.fdatasync(fd)
-            out["write + fdatasync ms"] = (time.perf_counter() - t) / n * 1000
-        finally:
-            os.close(fd)
-        fd = os.open(path, os.O_WRONLY | os.O_DSYNC)
-        try:
-            t = time.perf_counter()
-            for i in range(n):
-                os.pwrite(fd, block, 0)
-            out["O_DSYNC write ms"] = (time.perf_counter() - t) / n * 1000
-        finally:
-            os.close(fd)
+                rnd = random.Random(1)
+                pages = SCATTER_FILE_MIB * 256
+                t = time.perf_counter()
+                for i in range(n):
+                    for pg in sorted(rnd.sample(range(pages), SCATTERED_PAGES)):
+                        os.pwrite(fd, block, pg * 4096)
+                    os.fdatasync(fd)
+                out["%d scattered pages + fdatasync ms" % SCATTERED_PAGES] = (
+                    (time.perf_counter() - t) / n * 1000)
+            finally:
+                os.close(fd)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                t = time.perf_counter()
+                for i in range(n):
+                    os.pwrite(fd, block, i * 4096)
+                    os.fdatasync(fd)
+                out["write + fdatasync ms"] = (time.perf_counter() - t) / n * 1000
+            finally:
+                os.close(fd)
+            fd = os.open(path, os.O_WRONLY | os.O_DSYNC)
+            try:
+                t = time.perf_counter()
+                for i in range(n):
+                    os.pwrite(fd, block, 0)
+                out["O_DSYNC write ms"] = (time.perf_counter() - t) / n * 1000
+            finally:
+                os.close(fd)
     except OSError as e:
         return {"error": str(e)}
-    finally:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
     out["one-sender commits/s at most"] = 1000 / (out["write + fdatasync ms"]
                                                   + out["O_DSYNC write ms"])
     out["one-sender commits/s at most, %d pages" % SCATTERED_PAGES] = 1000 / (

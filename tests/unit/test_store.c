@@ -1151,6 +1151,17 @@ static void test_map_growth(void)
 	rmtree(dir);
 }
 
+/* A new store folder with user alice; *INBOX: her INBOX's id. */
+static char *alice_dir(uint32_t *inbox)
+{
+	char *dir = tmpdir();
+	store *s = open_sync(dir, NULL);
+	CHECK_EQ(add_user(s, "alice"), STORE_OK);
+	*inbox = mbox(s, "alice", "INBOX").id;
+	store_close(s);
+	return dir;
+}
+
 /* Submit a delivery of BODY (LEN octets) to alice's INBOX. */
 static void submit_body(store *s, const char *body, size_t len, struct cb_log *log)
 {
@@ -1170,11 +1181,9 @@ static void submit_body(store *s, const char *body, size_t len, struct cb_log *l
  */
 static void test_prepare_order(void)
 {
-	char *dir = tmpdir();
-	store *s = open_sync(dir, NULL);
-	CHECK_EQ(add_user(s, "alice"), STORE_OK);
-	uint32_t inbox = mbox(s, "alice", "INBOX").id;
-	store_close(s);
+	uint32_t inbox;
+	char *dir = alice_dir(&inbox);
+	store *s;
 
 	const size_t sizes[] = { 256 * 1024, 100, 128 * 1024, 200, 64 * 1024 };
 	const size_t n = sizeof sizes / sizeof sizes[0];
@@ -1241,11 +1250,9 @@ static void test_prepare_order(void)
  */
 static void test_runway(void)
 {
-	char *dir = tmpdir();
-	store *s = open_sync(dir, NULL);
-	CHECK_EQ(add_user(s, "alice"), STORE_OK);
-	uint32_t inbox = mbox(s, "alice", "INBOX").id;
-	store_close(s);
+	uint32_t inbox;
+	char *dir = alice_dir(&inbox);
+	store *s;
 
 	/* Where fallocate works (ext4, xfs, tmpfs...), the runway must be on. */
 	char probe[4096];
