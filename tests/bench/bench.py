@@ -1368,14 +1368,8 @@ def parse_count(text):
 
 
 def machine():
-    mem = "?"
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    mem = "%.1f GiB" % (int(line.split()[1]) / 1048576)
-    except OSError:
-        pass
+    total = mem_total()
+    mem = "%.1f GiB" % (total / GIB) if total else "?"
     model = "?"
     try:
         with open("/proc/cpuinfo") as f:
@@ -1403,21 +1397,82 @@ def scratch_file(folder, name):
 
 PAGE_PROBE_MIB = 64
 MSG_CHUNK = 256 << 10
+GIB = 1 << 30
+SETTLE_LIMIT_S = 300
+
+
+def mem_total():
+    """The machine's memory in bytes (0 if unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def settle_memory(folder, limit_s):
+    """Put the machine's memory in use before any load, as a mail host's is
+    after its first hours: read a sparse file one GiB larger than the
+    memory, so that the page cache holds it (holes cost no disk) and the
+    kernel takes a new page from it, already touched, rather than from
+    memory nobody has touched.  On this kind of virtual machine the host
+    takes back the guest's free memory within seconds and charges a fault
+    for the first touch of each page it gives out again (the mean per
+    page of the fill, its first GiB left out since it may come from pages
+    just freed, is reported); a server whose store grows by 256 KiB a
+    message would pay 64 of those faults a message, Dovecot as much as
+    onebox.  The file stays (it is in FOLDER, removed with it) and the
+    kernel drops its pages, the oldest first, as the servers need memory.
+    Bounded by LIMIT_S seconds."""
+    total = mem_total()
+    if not total:
+        return {"error": "no MemTotal in /proc/meminfo"}
+    try:
+        fs = subprocess.run(["stat", "-f", "-c", "%T", str(folder)], capture_output=True,
+                            timeout=10).stdout.decode().strip()
+    except (OSError, subprocess.SubprocessError):
+        fs = "?"
+    if fs in ("tmpfs", "ramfs", "?"):
+        # There the file's pages would be memory that cannot be dropped.
+        return {"error": "the data folder is on %s" % fs}
+    size = (total // GIB + 1) * GIB
+    buf = bytearray(1 << 20)
+    rates = []
+    t0 = time.monotonic()
+    try:
+        fd = os.open(os.path.join(str(folder), "memory-ballast"),
+                     os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as e:
+        return {"error": str(e)}
+    try:
+        os.ftruncate(fd, size)
+        for g in range(size // GIB):
+            t = time.perf_counter()
+            for off in range(g * GIB, (g + 1) * GIB, len(buf)):
+                os.preadv(fd, [buf], off)
+            rates.append((time.perf_counter() - t) / (GIB // 4096) * 1e6)
+            if time.monotonic() - t0 > limit_s:
+                break
+    except OSError as e:
+        return {"error": str(e)}
+    finally:
+        os.close(fd)
+    cold = rates[1:] or rates
+    return {"GiB read": len(rates), "seconds": time.monotonic() - t0,
+            "first touch us per page": sum(cold) / len(cold)}
 
 
 def page_cost(folder):
-    """What new memory costs on this machine, before any load: a 256 KiB
-    write into a new file (the page cache takes new pages for it) and the
-    same write over those now cached pages, each the mean of
-    PAGE_PROBE_MIB MiB of them; and the first touch (a page fault) and the
-    second touch of a 4 KiB page of fresh anonymous memory.  A delivery copies its message
-    into new page-cache pages of the store (both servers' stores grow),
-    so the first figure is a floor of what one writer thread spends per
-    256 KiB message.  Bare metal takes well under a microsecond per new
-    page; a virtual machine whose host takes back the guest's free memory
-    (free page reporting) pays a fault in the host for each page it hands
-    out again, and one that shadows the guest's page tables pays the
-    host for every page fault too."""
+    """What new memory costs now: a 256 KiB write into a new file (the page
+    cache takes new pages for it, after settle_memory ones it frees from
+    its own cache) and the same write over those now cached pages, each
+    the mean of PAGE_PROBE_MIB MiB of them; and the first and the second
+    touch of a 4 KiB page of fresh anonymous memory, a page fault and a
+    plain store (a virtual machine that shadows the guest's page tables
+    makes every page fault a trip to the host)."""
     size = PAGE_PROBE_MIB << 20
     pages = size // 4096
     chunk = os.urandom(MSG_CHUNK)
@@ -1445,8 +1500,6 @@ def page_cost(folder):
                 m.close()
     except OSError as e:
         return {"error": str(e)}
-    out["one writer's 256 KiB messages/s at most, new pages"] = (
-        1000 / out["256 KiB write into new page-cache pages ms"])
     return out
 
 
@@ -1638,6 +1691,8 @@ def parse_args(argv):
     ap.add_argument("--out", help="where results.md and results.json go (default BUILD)")
     ap.add_argument("--workdir", help="parent of the temporary data folder (default $TMPDIR)")
     ap.add_argument("--keep", action="store_true", help="keep the data folder")
+    ap.add_argument("--no-settle", action="store_true",
+                    help="do not fill the page cache before the runs (see settle_memory)")
     ap.add_argument("--rounds", type=int, help="rounds of onebox-then-Dovecot (default 2)")
     ap.add_argument("--duration", type=int, help="seconds per timed run (default 20)")
     ap.add_argument("--only", help="comma-separated: imap-mix,pop3,lmtp,idle,large")
@@ -1722,6 +1777,7 @@ def main(argv):
     started = time.time()
     load0 = loadavg()
     flush = {"error": "not run"}
+    settled = pages = {"error": "not run"}
     bench = None
     status = 0
     try:
@@ -1729,8 +1785,10 @@ def main(argv):
                       pushfloor=find_loadgen(build, "onebox-pushfloor"))
         if dovecot_note:
             bench.dovecot_note = dovecot_note
-        # Before any load, on the disk the stores live on; new pages
-        # first, before the flush probe frees pages the kernel would reuse.
+        # Before any load, on the disk the stores live on: the memory
+        # settled first, so that the probes see the pages the runs get.
+        settled = ({"error": "not done (--smoke or --no-settle)"}
+                   if plan.smoke or a.no_settle else settle_memory(bench.work, SETTLE_LIMIT_S))
         pages = page_cost(bench.work)
         flush = disk_flush(bench.work, 50 if plan.smoke else 300)
         bench.setup()
@@ -1785,19 +1843,23 @@ def main(argv):
                flush["%d scattered pages + fdatasync ms" % k],
                flush["one-sender commits/s at most"],
                flush["one-sender commits/s at most, %d pages" % k], k))
+    if "error" in settled:
+        meta["memory settled"] = "no: %s" % settled["error"]
+    else:
+        meta["memory settled"] = (
+            "the page cache was filled with %d GiB of a sparse file in %.0f s before the "
+            "runs (settle_memory): %.2f us per new 4 KiB page (mean, the first GiB left out)"
+            % (settled["GiB read"], settled["seconds"], settled["first touch us per page"]))
     if "error" in pages:
         meta["new memory"] = "not measured: %s" % pages["error"]
     else:
         meta["new memory"] = (
             "a 256 KiB write into new page-cache pages %.3f ms, into cached pages %.3f ms; "
             "a page fault on fresh anonymous memory %.2f us per 4 KiB page, a second "
-            "touch %.2f us (means); a "
-            "delivery writes its message into new pages of the store, so one writer "
-            "thread can store at most %.0f messages of 256 KiB per second"
+            "touch %.2f us (means)"
             % (pages["256 KiB write into new page-cache pages ms"],
                pages["256 KiB write into cached pages ms"],
-               pages["fault on fresh anonymous memory us per page"], pages["second touch us"],
-               pages["one writer's 256 KiB messages/s at most, new pages"]))
+               pages["fault on fresh anonymous memory us per page"], pages["second touch us"]))
     rep = Report(bench)
     rep.build()
     md = rep.markdown(meta)
