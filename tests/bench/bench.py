@@ -1439,6 +1439,7 @@ def settle_memory(folder, limit_s):
         # There the file's pages would be memory that cannot be dropped.
         return {"error": "the data folder is on %s" % fs}
     size = (total // GIB + 1) * GIB
+    say("settling memory: reading a %d GiB sparse file into the page cache" % (size // GIB))
     buf = bytearray(1 << 20)
     rates = []
     t0 = time.monotonic()
