@@ -1399,6 +1399,7 @@ PAGE_PROBE_MIB = 64
 MSG_CHUNK = 256 << 10
 GIB = 1 << 30
 SETTLE_LIMIT_S = 300
+BALLAST = "memory-ballast"
 
 
 def mem_total():
@@ -1424,8 +1425,9 @@ def settle_memory(folder, limit_s):
     page of the fill, its first GiB left out since it may come from pages
     just freed, is reported); a server whose store grows by 256 KiB a
     message would pay 64 of those faults a message, Dovecot as much as
-    onebox.  The file stays (it is in FOLDER, removed with it) and the
-    kernel drops its pages, the oldest first, as the servers need memory.
+    onebox.  The file (BALLAST in FOLDER) stays until the end of the run,
+    even with --keep, and the kernel drops its pages, the oldest first,
+    as the servers need memory.
     Bounded by LIMIT_S seconds."""
     total = mem_total()
     if not total:
@@ -1444,7 +1446,7 @@ def settle_memory(folder, limit_s):
     rates = []
     t0 = time.monotonic()
     try:
-        fd = os.open(os.path.join(str(folder), "memory-ballast"),
+        fd = os.open(os.path.join(str(folder), BALLAST),
                      os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     except OSError as e:
         return {"error": str(e)}
@@ -1502,6 +1504,14 @@ def page_cost(folder):
     except OSError as e:
         return {"error": str(e)}
     return out
+
+
+def probe_line(result, describe):
+    """The header line of a probe: DESCRIBE(RESULT), or why it was not
+    measured."""
+    if "error" in result:
+        return "not measured: %s" % result["error"]
+    return describe(result)
 
 
 # Fewer samples per run than this on either side: a p99 row is not judged.
@@ -1788,7 +1798,7 @@ def main(argv):
             bench.dovecot_note = dovecot_note
         # Before any load, on the disk the stores live on: the memory
         # settled first, so that the probes see the pages the runs get.
-        settled = ({"error": "not done (--smoke or --no-settle)"}
+        settled = ({"error": "--smoke or --no-settle"}
                    if plan.smoke or a.no_settle else settle_memory(bench.work, SETTLE_LIMIT_S))
         pages = page_cost(bench.work)
         flush = disk_flush(bench.work, 50 if plan.smoke else 300)
@@ -1831,36 +1841,26 @@ def main(argv):
     }
     if bench.floor_note:
         meta["push floor"] = bench.floor_note
-    if "error" in flush:
-        meta["disk flush (data folder)"] = "not measured: %s" % flush["error"]
-    else:
-        k = SCATTERED_PAGES
-        meta["disk flush (data folder)"] = (
-            "4 KiB write + fdatasync %.3f ms, 4 KiB O_DSYNC write %.3f ms, %d scattered "
-            "4 KiB writes + fdatasync %.3f ms (means); an LMDB commit flushes its data "
-            "pages, then writes its meta page O_DSYNC, so one sender can get at most "
-            "%.0f commits/s, and %.0f if a commit writes %d scattered pages"
-            % (flush["write + fdatasync ms"], flush["O_DSYNC write ms"], k,
-               flush["%d scattered pages + fdatasync ms" % k],
-               flush["one-sender commits/s at most"],
-               flush["one-sender commits/s at most, %d pages" % k], k))
-    if "error" in settled:
-        meta["memory settled"] = "no: %s" % settled["error"]
-    else:
-        meta["memory settled"] = (
-            "the page cache was filled with %d GiB of a sparse file in %.0f s before the "
-            "runs (settle_memory): %.2f us per new 4 KiB page (mean, the first GiB left out)"
-            % (settled["GiB read"], settled["seconds"], settled["first touch us per page"]))
-    if "error" in pages:
-        meta["new memory"] = "not measured: %s" % pages["error"]
-    else:
-        meta["new memory"] = (
-            "a 256 KiB write into new page-cache pages %.3f ms, into cached pages %.3f ms; "
-            "a page fault on fresh anonymous memory %.2f us per 4 KiB page, a second "
-            "touch %.2f us (means)"
-            % (pages["256 KiB write into new page-cache pages ms"],
-               pages["256 KiB write into cached pages ms"],
-               pages["fault on fresh anonymous memory us per page"], pages["second touch us"]))
+    k = SCATTERED_PAGES
+    meta["disk flush (data folder)"] = probe_line(flush, lambda f: (
+        "4 KiB write + fdatasync %.3f ms, 4 KiB O_DSYNC write %.3f ms, %d scattered "
+        "4 KiB writes + fdatasync %.3f ms (means); an LMDB commit flushes its data "
+        "pages, then writes its meta page O_DSYNC, so one sender can get at most "
+        "%.0f commits/s, and %.0f if a commit writes %d scattered pages"
+        % (f["write + fdatasync ms"], f["O_DSYNC write ms"], k,
+           f["%d scattered pages + fdatasync ms" % k], f["one-sender commits/s at most"],
+           f["one-sender commits/s at most, %d pages" % k], k)))
+    meta["memory settled"] = probe_line(settled, lambda s: (
+        "the page cache was filled with %d GiB of a sparse file in %.0f s before the "
+        "runs (settle_memory): %.2f us per new 4 KiB page (mean, the first GiB left out)"
+        % (s["GiB read"], s["seconds"], s["first touch us per page"])))
+    meta["new memory"] = probe_line(pages, lambda p: (
+        "a 256 KiB write into new page-cache pages %.3f ms, into cached pages %.3f ms; "
+        "a page fault on fresh anonymous memory %.2f us per 4 KiB page, a second "
+        "touch %.2f us (means)"
+        % (p["256 KiB write into new page-cache pages ms"],
+           p["256 KiB write into cached pages ms"],
+           p["fault on fresh anonymous memory us per page"], p["second touch us"])))
     rep = Report(bench)
     rep.build()
     md = rep.markdown(meta)
@@ -1873,6 +1873,8 @@ def main(argv):
     print(md)
     say("written %s and %s" % (out_dir / "results.md", out_dir / "results.json"))
     if a.keep:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(str(bench.work), BALLAST))
         say("data kept in %s" % bench.work)
     else:
         shutil.rmtree(bench.work, ignore_errors=True)
