@@ -296,6 +296,7 @@ static void usage(FILE *out)
 	      "imap-mix: --clients N\n"
 	      "pop3:     --clients N --lmtp-port L --refill K (50) --size BYTES (4096)\n"
 	      "lmtp:     --clients N --size BYTES (4096) --rcpt-fmt FMT (= user-fmt)\n"
+	      "          --no-pipelining (wait for each reply, even if PIPELINING is offered)\n"
 	      "idle:     --clients N --lmtp-port L --deliveries K (10) --interval-ms MS (200)\n"
 	      "          --push-timeout SECS (10) --connect-batch N (200) --size BYTES\n"
 	      "large:    --pop3-port P --repeat R (3) --search-word W (zebra)\n",
@@ -385,7 +386,7 @@ enum {
 	OPT_HOST = 256, OPT_PORT, OPT_DURATION, OPT_USER_FMT, OPT_USERS, OPT_PASSWORD,
 	OPT_TIMEOUT, OPT_SEED, OPT_CLIENTS, OPT_LMTP_PORT, OPT_REFILL, OPT_SIZE,
 	OPT_RCPT_FMT, OPT_DELIVERIES, OPT_INTERVAL, OPT_PUSH_TIMEOUT, OPT_SOURCE_ADDRS,
-	OPT_CONNECT_BATCH, OPT_POP3_PORT, OPT_REPEAT, OPT_SEARCH_WORD, OPT_MAX_SECONDS, OPT_HELP,
+	OPT_CONNECT_BATCH, OPT_POP3_PORT, OPT_REPEAT, OPT_SEARCH_WORD, OPT_MAX_SECONDS, OPT_NO_PIPELINING, OPT_HELP,
 };
 
 static const struct option long_opts[] = {
@@ -411,6 +412,7 @@ static const struct option long_opts[] = {
 	{ "repeat", required_argument, NULL, OPT_REPEAT },
 	{ "search-word", required_argument, NULL, OPT_SEARCH_WORD },
 	{ "max-seconds", required_argument, NULL, OPT_MAX_SECONDS },
+	{ "no-pipelining", no_argument, NULL, OPT_NO_PIPELINING },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -498,6 +500,9 @@ static int parse_args(int argc, char **argv)
 			break;
 		case OPT_RCPT_FMT:
 			o->rcpt_fmt = optarg;
+			break;
+		case OPT_NO_PIPELINING:
+			o->no_pipelining = true;
 			break;
 		case OPT_USERS:
 			if (!parse_long(optarg, 1, 1000000, &v))

@@ -49,6 +49,7 @@ struct lg_opts {
 	int connect_batch;      /* idle: connections being set up at once */
 	int repeat;             /* large */
 	const char *search_word;
+	bool no_pipelining;     /* LMTP: one command per round trip */
 };
 
 /* ---------------------------------------------------------- histograms */
@@ -233,6 +234,9 @@ void lg_conn_cmd(lg_conn *c, lg_stat *op, const char *fmt, ...) LG_PRINTF(3, 4);
 void lg_imap_cmd(lg_conn *c, lg_stat *op, const char *fmt, ...) LG_PRINTF(3, 4);
 /* The awaited answer is complete: record its latency, disarm. */
 void lg_conn_done(lg_conn *c);
+/* The next reply answers a command that went out with the one just done
+ * (pipelined): time it from that same send. */
+void lg_conn_expect(lg_conn *c, lg_stat *op);
 void lg_conn_arm(lg_conn *c);
 void lg_conn_disarm(lg_conn *c);
 /* Fail every connection whose deadline has passed. */
@@ -296,6 +300,7 @@ struct lg_sender {
 	lg_stat *st_txn;        /* MAIL to 250 after the data */
 	bool count_login;       /* LHLO done counts as a login in lg.logins_ok */
 	bool ready;             /* LHLO was accepted on this connection */
+	bool pipelining;        /* LHLO offered PIPELINING and it is not off */
 	int port;
 };
 

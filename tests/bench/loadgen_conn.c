@@ -447,6 +447,12 @@ void lg_conn_done(lg_conn *c)
 	c->deadline = 0;
 }
 
+void lg_conn_expect(lg_conn *c, lg_stat *op)
+{
+	c->op = op;
+	c->deadline = lg_now() + lg.timeout_ns;
+}
+
 /* --------------------------------------------------------------- connect */
 
 static void on_connected(uv_connect_t *req, int status)
