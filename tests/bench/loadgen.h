@@ -296,7 +296,7 @@ struct lg_sender {
 	lg_stat *st_lhlo;
 	lg_stat *st_mail;
 	lg_stat *st_rcpt;
-	lg_stat *st_data;       /* end of data to 250 */
+	lg_stat *st_data;       /* DATA sent to the 250 after the message */
 	lg_stat *st_txn;        /* MAIL to 250 after the data */
 	bool count_login;       /* LHLO done counts as a login in lg.logins_ok */
 	bool ready;             /* LHLO was accepted on this connection */
