@@ -450,7 +450,7 @@ void lg_conn_done(lg_conn *c)
 void lg_conn_expect(lg_conn *c, lg_stat *op)
 {
 	c->op = op;
-	c->deadline = lg_now() + lg.timeout_ns;
+	lg_conn_arm(c);
 }
 
 /* --------------------------------------------------------------- connect */
