@@ -58,6 +58,8 @@ struct store_watch {
 	bool dead;              /* removed while watchers were being called */
 };
 
+#define HASHQ_MAX 64
+
 struct store {
 	MDB_env *env;
 	MDB_dbi db_main, db_meta, db_users, db_user_ids, db_names, db_mailboxes,
@@ -91,9 +93,12 @@ struct store {
 	 * writer wakes the runway thread. */
 	uint64_t used_end, runway_end, runway_wake_at;
 	/* The prepare thread (below): requests waiting for it, in order, and
-	 * whether it is working on one. */
+	 * whether it is working on one; messages still arriving whose bytes
+	 * it is to hash (a ring of HASHQ_MAX, each holding a reference). */
 	store_req *prep_head, *prep_tail;
 	bool prep_busy;
+	store_msg *hashq[HASHQ_MAX];
+	size_t hashq_first, hashq_n;
 	uv_cond_t prep_cond;
 	uv_thread_t prep_thread;
 	bool prep_started;
@@ -3116,11 +3121,20 @@ static void on_async(uv_async_t *h)
  * benchmark machine; on the loop thread it held up every other session
  * while a large message was hashed, and was 45% of the loop's time at ten
  * LMTP senders of 256 KiB (docs/store.md).  A request with PREP_MIN
- * octets or more to seal goes to the prepare thread, which seals it and
- * passes it on to the writer; smaller ones are sealed on the loop, where a
- * hand-off to another thread would cost more than it saves.  Every request
- * submitted while the prepare thread holds one queues behind it, so the
- * writer still applies requests in the order they were submitted.
+ * octets or more of sealing left (store_msg_unsealed: what is not hashed
+ * yet, and the MIME parse) goes to the prepare thread, which seals it
+ * and passes it on to the writer; smaller ones are sealed on the loop,
+ * where a hand-off to another thread would cost more than it saves.
+ * Every request submitted while the prepare thread holds one queues
+ * behind it, so the writer still applies requests in the order they were
+ * submitted.
+ *
+ * Between requests the thread hashes messages that are still arriving
+ * (store_msg_feed): an LMTP sender's message is then mostly hashed by its
+ * final ".", and a lone sender of 256 KiB waits for the last stretch only
+ * instead of the whole hash (docs/benchmarks.md).  Requests come first:
+ * the writer waits for them, and a message left unhashed is only hashed
+ * later, at its seal.
  */
 #define PREP_MIN ((size_t)64 << 10)
 
@@ -3151,14 +3165,69 @@ static void writer_enqueue(store *s, store_req *r)
 	uv_cond_signal(&s->cond);
 }
 
+/* With S->mu held: take the first message of the hash queue. */
+static store_msg *hashq_pop(store *s)
+{
+	store_msg *m = s->hashq[s->hashq_first];
+	s->hashq_first = (s->hashq_first + 1) % HASHQ_MAX;
+	s->hashq_n--;
+	return m;
+}
+
+/* With S->mu held and room in the queue: put M at its end. */
+static void hashq_push(store *s, store_msg *m)
+{
+	s->hashq[(s->hashq_first + s->hashq_n++) % HASHQ_MAX] = m;
+}
+
+/* Drop the hash queue's message M: out of the queue, and its reference. */
+static void hashq_release(store_msg *m)
+{
+	store_msg_queued_set(m, false);
+	store_msg_unref(m);
+}
+
+void store_msg_feed(store *s, store_msg *m)
+{
+	if (!s || !s->prep_started || store_msg_unhashed(m) < PREP_MIN)
+		return;
+	if (!store_msg_queued_set(m, true))
+		return;                         /* queued already */
+	store_msg_ref(m);
+	uv_mutex_lock(&s->mu);
+	bool room = s->hashq_n < HASHQ_MAX && !s->stopping;
+	if (room) {
+		hashq_push(s, m);
+		uv_cond_signal(&s->prep_cond);
+	}
+	uv_mutex_unlock(&s->mu);
+	if (!room)
+		hashq_release(m);       /* its seal hashes what is left */
+}
+
 static void prep_main(void *arg)
 {
 	store *s = arg;
 	uv_mutex_lock(&s->mu);
 	for (;;) {
-		while (!s->prep_head && !s->stopping)
+		while (!s->prep_head && !s->hashq_n && !s->stopping)
 			uv_cond_wait(&s->prep_cond, &s->mu);
 		store_req *r = s->prep_head;
+		if (!r && s->hashq_n && !s->stopping) {
+			/* One stretch, then to the back of the queue if more is
+			 * waiting: a request waits for one stretch at most, and
+			 * the senders' messages take turns. */
+			store_msg *m = hashq_pop(s);
+			uv_mutex_unlock(&s->mu);
+			bool again = store_msg_hash_some(m) && store_msg_unhashed(m) >= PREP_MIN;
+			uv_mutex_lock(&s->mu);
+			/* Feeds may have filled the queue meanwhile. */
+			if (again && s->hashq_n < HASHQ_MAX)
+				hashq_push(s, m);
+			else
+				hashq_release(m);
+			continue;
+		}
 		if (!r)
 			break;                  /* stopping, and nothing left */
 		s->prep_head = r->next;
@@ -3753,6 +3822,8 @@ void store_close(store *s)
 		if (s->prep_started) {
 			uv_thread_join(&s->prep_thread);
 			uv_cond_destroy(&s->prep_cond);
+			while (s->hashq_n)
+				hashq_release(hashq_pop(s));
 		}
 		uv_thread_join(&s->thread);
 		deliver_done(s);

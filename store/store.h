@@ -240,10 +240,11 @@ int store_changes_since(store_txn *t, uint32_t mailbox_id, uint64_t since,
 
 /*
  * A message being received.  Bytes are appended as they arrive; line ends
- * are normalised to CRLF (a bare LF or bare CR becomes CRLF) and the
- * content hash and line counts are computed on the way, so nothing is
- * re-read at commit.  A store_msg is reference counted so one received
- * message can be delivered to many recipients and stored once.
+ * are normalised to CRLF (a bare LF or bare CR becomes CRLF) and the line
+ * counts are computed on the way, and the content hash too once the
+ * message is fed to the store (store_msg_feed).  A store_msg is reference
+ * counted so one received message can be delivered to many recipients and
+ * stored once.
  */
 store_msg *store_msg_new(void);
 void store_msg_append(store_msg *m, const char *p, size_t len);
@@ -253,6 +254,11 @@ size_t store_msg_size(const store_msg *m); /* octets so far, after normalising *
 const char *store_msg_data(const store_msg *m);
 void store_msg_ref(store_msg *m);
 void store_msg_unref(store_msg *m);
+/* Tell the store of a message still arriving (LMTP calls it after each
+ * append): once enough octets are waiting, its prepare thread hashes them
+ * while the rest arrives, so that less is left to do at the final ".".
+ * Cheap when there is nothing to do; a no-op on a synchronous store. */
+void store_msg_feed(store *s, store_msg *m);
 
 /*
  * A write request: an ordered list of operations applied atomically (all or

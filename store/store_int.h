@@ -26,8 +26,22 @@ struct store_msg_info {
  * a message from thread to thread under its mutex. */
 void store_msg_seal(store_msg *m);
 
-/* Octets of M still to be sealed: its size, or 0 once sealed. */
+/* The work of sealing M, in octets to hash: those not hashed yet, plus
+ * an eighth of its size for the MIME parse; 0 once sealed. */
 size_t store_msg_unsealed(const store_msg *m);
+
+/* The prepare thread's side of store_msg_feed: hash the next stretch of
+ * what the loop has appended to M so far.  Safe while the loop appends,
+ * and a no-op once M is sealed.  True if it hashed a whole stretch (more
+ * may be waiting). */
+bool store_msg_hash_some(store_msg *m);
+
+/* Octets appended to M and not yet hashed. */
+size_t store_msg_unhashed(const store_msg *m);
+
+/* Mark M as in (ON) or out of the store's queue of messages to hash; true
+ * if that changed the mark. */
+bool store_msg_queued_set(store_msg *m, bool on);
 
 /* Fill *OUT for a sealed message; false if M is not sealed or could not
  * be built (out of memory, hash failure). */

@@ -297,6 +297,39 @@ def test_many_messages_one_session(daemon):
     assert daemon.messages("alice") == sent
 
 
+def test_large_messages_sharing_a_prefix_stay_distinct(daemon):
+    """Large messages are hashed while they arrive (store_msg_feed) and a
+    body is stored once per hash: three senders at once, messages of about
+    700 KB alike but for their last line, and one sent twice, must each be
+    read back as sent, never as another's bytes."""
+    prefix = b"".join(b"shared line %06d with bare LF\n" % i for i in range(22000))
+    def make(tag):
+        return msg("prefix", prefix + b"tail " + tag.encode() + b"\r\n")
+    plan = {0: ["a0", "a1"], 1: ["b0", "a0"], 2: ["c0", "c1"]}
+    errors = []
+
+    def sender(k):
+        try:
+            c = daemon.lmtp()
+            for tag in plan[k]:
+                _, _, data = lmtp_send(c, "s@example.org", ["alice@example.com"], make(tag))
+                if data.get("alice@example.com", (0,))[0] != 250:
+                    errors.append((tag, data))
+            c.quit()
+        except Exception as e:      # reported below, in the test's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=sender, args=(k,)) for k in plan]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    want = sorted(lmtp_stored(make(tag)) for tags in plan.values() for tag in tags)
+    assert sorted(daemon.messages("alice")) == want
+
+
 def test_quit_closes(daemon):
     s = daemon.raw(daemon.lmtp_port)
     r = Replies(s)

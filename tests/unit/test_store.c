@@ -11,6 +11,8 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -509,6 +511,10 @@ static void test_crlf_random(void)
 				n = len - at;
 			store_msg_append(m, in + at, n);
 			at += n;
+			/* Half the rounds hash as they go, as the prepare thread
+			 * does (store_msg_feed); the seal hashes the rest. */
+			if (round % 2 && rand_r(&seed) % 3 == 0)
+				store_msg_hash_some(m);
 		}
 		size_t got = store_msg_finish(m);
 		store_msg_seal(m);
@@ -521,6 +527,62 @@ static void test_crlf_random(void)
 		store_msg_unref(m);
 	}
 	CHECK_EQ(bad, 0);
+}
+
+struct hasher {
+	store_msg *m;
+	atomic_bool stop;
+	int rounds;
+};
+
+static void *hasher_main(void *arg)
+{
+	struct hasher *h = arg;
+	while (!atomic_load(&h->stop)) {
+		store_msg_hash_some(h->m);
+		h->rounds++;
+	}
+	return NULL;
+}
+
+/* A message of 3 MiB appended in chunks while another thread hashes what
+ * has arrived, as the prepare thread does: the buffer moves under it many
+ * times (realloc), and the key must still be the bytes' SHA-256. */
+static void test_hash_while_arriving(void)
+{
+	size_t len = (size_t)3 << 20;
+	char *in = malloc(len);
+	CHECK(in != NULL);
+	for (size_t i = 0; i < len; i++)
+		in[i] = i % 77 == 76 ? '\n' : (char)('a' + (i * 7) % 26);
+	char *want = malloc(2 * len);
+	size_t wlen = crlf_reference(in, len, want);
+	uint8_t digest[32];
+	gnutls_hash_fast(GNUTLS_DIG_SHA256, want, wlen, digest);
+
+	struct hasher h = { store_msg_new(), false, 0 };
+	pthread_t t;
+	CHECK_EQ(pthread_create(&t, NULL, hasher_main, &h), 0);
+	unsigned seed = 99;
+	for (size_t at = 0; at < len;) {
+		size_t n = 1 + (size_t)(rand_r(&seed) % 70000);
+		if (n > len - at)
+			n = len - at;
+		store_msg_append(h.m, in + at, n);
+		at += n;
+	}
+	CHECK_EQ(store_msg_finish(h.m), wlen);
+	store_msg_seal(h.m);            /* races the hasher for the last stretch */
+	atomic_store(&h.stop, true);
+	pthread_join(t, NULL);
+	CHECK_EQ(store_msg_unsealed(h.m), 0);
+	struct store_msg_info info;
+	CHECK(store_msg_info_get(h.m, &info));
+	CHECK(memcmp(info.id, digest, 32) == 0);
+	CHECK(h.rounds > 0);
+	store_msg_unref(h.m);
+	free(want);
+	free(in);
 }
 
 struct changes {
@@ -2285,6 +2347,7 @@ int main(void)
 	test_single_instance();
 	test_crlf();
 	test_crlf_random();
+	test_hash_while_arriving();
 	test_prepare_order();
 	test_runway();
 	test_flags_modseq();
