@@ -246,9 +246,9 @@ static bool msg_hash_locked(store_msg *m, size_t limit)
 }
 
 /* A step of the prepare thread's hashing holds M->mu, so the loop's next
- * realloc of the buffer waits at most that long (about 0.2 ms), and so
+ * realloc of the buffer waits at most that long (about 0.1 ms), and so
  * does a request queued behind it. */
-#define HASH_STEP ((size_t)128 << 10)
+#define HASH_STEP ((size_t)64 << 10)
 
 bool store_msg_hash_some(store_msg *m)
 {
@@ -278,7 +278,11 @@ size_t store_msg_unhashed(const store_msg *m)
 
 bool store_msg_queued_set(store_msg *m, bool on)
 {
-	return m && atomic_exchange(&m->queued, on) != on;
+	/* A plain load first: the loop asks after every chunk, and the
+	 * exchange would take the line from the prepare thread each time. */
+	if (!m || atomic_load_explicit(&m->queued, memory_order_relaxed) == on)
+		return false;
+	return atomic_exchange(&m->queued, on) != on;
 }
 
 /* Hash what the prepare thread has not (all of a message never fed to

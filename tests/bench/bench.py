@@ -769,6 +769,7 @@ class Bench:
         os.chmod(self.work, 0o755)
         say("work folder %s" % self.work)
         self.disk = BlockDev.of(self.work)
+        self.settled = False    # settle_memory ran: top up before each round
         conns = max(plan.idle, max(plan.mix_clients), 100) + 200
         (self.work / "onebox").mkdir()
         (self.work / "dovecot").mkdir()
@@ -919,9 +920,10 @@ class Bench:
                     continue
                 args = make_args(s) + ["--seed", seed]
                 say("%s %s, round %d, %s" % (scenario, param, r + 1, s.name))
+                topped = top_up_memory(self.work, TOP_UP_LIMIT_S) if self.settled else None
                 rec = run_loadgen(self.loadgen, args, s, timeout, disk=self.disk, **kw)
                 rec.update({"scenario": scenario, "param": param, "round": r + 1,
-                            "clients": clients})
+                            "clients": clients, "top_up_seconds": topped})
                 why = run_problem(rec, clients)
                 if why:
                     rec["problem"] = why
@@ -1399,6 +1401,7 @@ PAGE_PROBE_MIB = 64
 MSG_CHUNK = 256 << 10
 GIB = 1 << 30
 SETTLE_LIMIT_S = 300
+TOP_UP_LIMIT_S = 120
 BALLAST = "memory-ballast"
 
 
@@ -1427,7 +1430,8 @@ def settle_memory(folder, limit_s):
     message would pay 64 of those faults a message, Dovecot as much as
     onebox.  The file (BALLAST in FOLDER) stays until the end of the run,
     even with --keep, and the kernel drops its pages, the oldest first,
-    as the servers need memory.
+    as the servers need memory; top_up_memory reads it again before each
+    round.
     Bounded by LIMIT_S seconds."""
     total = mem_total()
     if not total:
@@ -1442,8 +1446,6 @@ def settle_memory(folder, limit_s):
         return {"error": "the data folder is on %s" % fs}
     size = (total // GIB + 1) * GIB
     say("settling memory: reading a %d GiB sparse file into the page cache" % (size // GIB))
-    buf = bytearray(1 << 20)
-    rates = []
     t0 = time.monotonic()
     try:
         fd = os.open(os.path.join(str(folder), BALLAST),
@@ -1452,13 +1454,7 @@ def settle_memory(folder, limit_s):
         return {"error": str(e)}
     try:
         os.ftruncate(fd, size)
-        for g in range(size // GIB):
-            t = time.perf_counter()
-            for off in range(g * GIB, (g + 1) * GIB, len(buf)):
-                os.preadv(fd, [buf], off)
-            rates.append((time.perf_counter() - t) / (GIB // 4096) * 1e6)
-            if time.monotonic() - t0 > limit_s:
-                break
+        rates = read_ballast(fd, size, t0 + limit_s)
     except OSError as e:
         return {"error": str(e)}
     finally:
@@ -1466,6 +1462,46 @@ def settle_memory(folder, limit_s):
     cold = rates[1:] or rates
     return {"GiB read": len(rates), "seconds": time.monotonic() - t0,
             "first touch us per page": sum(cold) / len(cold)}
+
+
+def read_ballast(fd, size, deadline):
+    """Read the ballast file FD of SIZE octets, a GiB at a time, until the
+    monotonic DEADLINE: the microseconds per 4 KiB page of each GiB read."""
+    buf = bytearray(1 << 20)
+    rates = []
+    for g in range(size // GIB):
+        t = time.perf_counter()
+        for off in range(g * GIB, (g + 1) * GIB, len(buf)):
+            os.preadv(fd, [buf], off)
+        rates.append((time.perf_counter() - t) / (GIB // 4096) * 1e6)
+        if time.monotonic() > deadline:
+            break
+    return rates
+
+
+def top_up_memory(folder, limit_s):
+    """Read settle_memory's file again, so that each round starts with the
+    memory in use as the first one did: this machine's kernel pages out
+    page cache nobody touched for some seconds (a DAMON pageout scheme,
+    tens of MB/s) and hands the freed memory back to the host (free page
+    reporting), so without this the rounds late in a run would pay a host
+    fault for each new page that the early ones did not (docs/benchmarks.md,
+    "The machine").  Cached pages cost a copy; the pages dropped since are
+    read again.  Seconds taken, or None without the file.  Bounded by
+    LIMIT_S seconds."""
+    path = os.path.join(str(folder), BALLAST)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    t0 = time.monotonic()
+    try:
+        read_ballast(fd, os.fstat(fd).st_size, t0 + limit_s)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return time.monotonic() - t0
 
 
 def page_cost(folder):
@@ -1800,6 +1836,7 @@ def main(argv):
         # settled first, so that the probes see the pages the runs get.
         settled = ({"error": "--smoke or --no-settle"}
                    if plan.smoke or a.no_settle else settle_memory(bench.work, SETTLE_LIMIT_S))
+        bench.settled = "error" not in settled
         pages = page_cost(bench.work)
         flush = disk_flush(bench.work, 50 if plan.smoke else 300)
         bench.setup()
@@ -1850,10 +1887,14 @@ def main(argv):
         % (f["write + fdatasync ms"], f["O_DSYNC write ms"], k,
            f["%d scattered pages + fdatasync ms" % k], f["one-sender commits/s at most"],
            f["one-sender commits/s at most, %d pages" % k], k)))
+    tops = [r["top_up_seconds"] for r in bench.runs if r.get("top_up_seconds") is not None]
     meta["memory settled"] = probe_line(settled, lambda s: (
         "the page cache was filled with %d GiB of a sparse file in %.0f s before the "
         "runs (settle_memory): %.2f us per new 4 KiB page (mean, the first GiB left out)"
-        % (s["GiB read"], s["seconds"], s["first touch us per page"])))
+        % (s["GiB read"], s["seconds"], s["first touch us per page"])
+        + ("; read again before each of %d rounds (top_up_memory): %.1f s a round on "
+           "average, %.1f s at most" % (len(tops), sum(tops) / len(tops), max(tops))
+           if tops else "")))
     meta["new memory"] = probe_line(pages, lambda p: (
         "a 256 KiB write into new page-cache pages %.3f ms, into cached pages %.3f ms; "
         "a page fault on fresh anonymous memory %.2f us per 4 KiB page, a second "
