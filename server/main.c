@@ -158,7 +158,7 @@ static void on_hup(uv_signal_t *h, int signum)
  * pages it mallocs for the transaction), so each came as fresh memory: a
  * page fault and a zeroed page per 4 KiB, and on a virtual machine whose
  * host takes back freed memory, a trip to the host as well.  With 50 LMTP
- * senders of 256 KiB the writer spent 40% of its time there (docs/
+ * senders of 256 KiB, 40% of the writer's samples were there (docs/
  * benchmarks.md).  A fixed threshold of 32 MiB (the most the dynamic one
  * would reach) and a trim threshold of 64 MiB keep those blocks for
  * reuse; the cost is at most that much free memory held per arena.
