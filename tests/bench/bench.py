@@ -1108,8 +1108,9 @@ def ratio(a, b):
 class Report:
     """Averages the rounds per side and lays out the table."""
 
-    def __init__(self, bench):
+    def __init__(self, bench, flush=None):
         self.b = bench
+        self.flush = flush if flush and "error" not in flush else {}
         self.rows = []
         self.details = []
 
@@ -1201,6 +1202,28 @@ class Report:
                             ("write_kib", "disk KiB written per message"),
                             ("flushes", "disk cache flushes per message")):
             self.row(label, metric, self.both(sc, param, per_msg(key)), optional=True)
+
+        def mib_per_s(r):
+            n, rate = r["result"].get("messages"), r["result"].get("messages_per_sec")
+            if not n or rate is None or not r.get("disk"):
+                return None
+            return r["disk"]["write_kib"] / n * rate / 1024
+        written = self.both(sc, param, mib_per_s)
+        self.row(label, "disk MiB/s written", written, optional=True)
+        bw = self.flush.get("sequential write MiB/s")
+        if bw:
+            self.row(label, "  %% of the disk's %.0f MiB/s (probe)" % bw,
+                     tuple(None if x is None else 100 * x / bw for x in written),
+                     optional=True)
+        # One sender waits for every commit: the disk probe's commit of
+        # this size bounds it (disk_flush).
+        if param.startswith("1 sender,"):
+            key = {"4 KiB": "one-sender commits/s at most, %d pages" % SCATTERED_PAGES,
+                   "256 KiB": "one-sender commits/s at most, 256 KiB"}.get(
+                       param.split(", ", 1)[1])
+            if key and key in self.flush:
+                self.row(label, "messages/s one sender can get at most (disk probe)",
+                         (self.flush[key], None))
 
     def detail(self, sc, param, cmd):
         cells = []
@@ -1555,6 +1578,8 @@ P99_MIN_SAMPLES = 100
 
 SCATTERED_PAGES = 16
 SCATTER_FILE_MIB = 64
+SEQ_PROBE_MIB = 256     # the bandwidth probe's file (96 MiB in smoke mode)
+BIG_COMMIT_KIB = 260    # a 256 KiB message in LMDB overflow pages (65 pages)
 
 
 def disk_flush(folder, n):
@@ -1567,7 +1592,11 @@ def disk_flush(folder, n):
     commits per second: the physical floor of scenario 3 with one sender.
     A commit's data pages are the copied path of every B-tree it changed,
     scattered over the file (the lmtp rows "disk write requests per
-    message" count them), hence the third figure."""
+    message" count them), hence the third figure.  Then the disk's write
+    bandwidth (rewriting cached pages and flushing them: what the 256 KiB
+    rows' "disk MiB/s written" is measured against), and what one commit
+    of one 256 KiB message costs: its 65 overflow pages in one write,
+    SCATTERED_PAGES pages elsewhere, fdatasync, the meta page O_DSYNC."""
     block = os.urandom(4096)
     out = {}
     try:
@@ -1606,12 +1635,48 @@ def disk_flush(folder, n):
                 out["O_DSYNC write ms"] = (time.perf_counter() - t) / n * 1000
             finally:
                 os.close(fd)
+            seq_mib = SEQ_PROBE_MIB if n >= 100 else SCATTER_FILE_MIB + 32
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                # The disk's write bandwidth: lay the file down, then time
+                # rewriting its (now cached) pages and flushing them, so
+                # that the figure is the device's, not the page cache's.
+                for rep in range(2):
+                    t = time.perf_counter()
+                    for i in range(seq_mib):
+                        os.pwrite(fd, mib, i << 20)
+                    os.fdatasync(fd)
+                out["sequential write MiB/s"] = seq_mib / (time.perf_counter() - t)
+                # One sender's commit of one 256 KiB message: the body's
+                # pages (cached, as the store's runway keeps the space
+                # ahead of the file's end), SCATTERED_PAGES B-tree pages
+                # elsewhere, fdatasync, then the meta page O_DSYNC.
+                body = os.urandom(BIG_COMMIT_KIB * 1024)
+                per = len(body) // 4096
+                dsync = os.open(path, os.O_WRONLY | os.O_DSYNC)
+                try:
+                    t = time.perf_counter()
+                    for i in range(n):
+                        pg0 = SCATTER_FILE_MIB * 256 + (i * per) % (
+                            (seq_mib - SCATTER_FILE_MIB) * 256 - per)
+                        os.pwrite(fd, body, pg0 * 4096)
+                        for pg in sorted(rnd.sample(range(SCATTER_FILE_MIB * 256),
+                                                    SCATTERED_PAGES)):
+                            os.pwrite(fd, block, pg * 4096)
+                        os.fdatasync(fd)
+                        os.pwrite(dsync, block, 0)
+                    out["256 KiB commit ms"] = (time.perf_counter() - t) / n * 1000
+                finally:
+                    os.close(dsync)
+            finally:
+                os.close(fd)
     except OSError as e:
         return {"error": str(e)}
     out["one-sender commits/s at most"] = 1000 / (out["write + fdatasync ms"]
                                                   + out["O_DSYNC write ms"])
     out["one-sender commits/s at most, %d pages" % SCATTERED_PAGES] = 1000 / (
         out["%d scattered pages + fdatasync ms" % SCATTERED_PAGES] + out["O_DSYNC write ms"])
+    out["one-sender commits/s at most, 256 KiB"] = 1000 / out["256 KiB commit ms"]
     return out
 
 
@@ -1767,7 +1832,7 @@ def report_again(path):
         data = json.load(f)
     b = argparse.Namespace(runs=data["runs"], builds=data.get("builds", {}),
                            problems=data.get("problems", []), dovecot_note=None)
-    rep = Report(b)
+    rep = Report(b, (data.get("probes") or {}).get("disk flush"))
     rep.build()
     print(rep.markdown(data.get("meta", {})))
     return 0
@@ -1886,7 +1951,12 @@ def main(argv):
         "%.0f commits/s, and %.0f if a commit writes %d scattered pages"
         % (f["write + fdatasync ms"], f["O_DSYNC write ms"], k,
            f["%d scattered pages + fdatasync ms" % k], f["one-sender commits/s at most"],
-           f["one-sender commits/s at most, %d pages" % k], k)))
+           f["one-sender commits/s at most, %d pages" % k], k)
+        + "; %.0f MiB/s written and flushed in 1 MiB writes; a 256 KiB message's "
+        "commit (%d KiB in one write, %d scattered pages, fdatasync, O_DSYNC meta "
+        "page) %.3f ms, %.0f commits/s"
+        % (f["sequential write MiB/s"], BIG_COMMIT_KIB, k, f["256 KiB commit ms"],
+           f["one-sender commits/s at most, 256 KiB"])))
     tops = [r["top_up_seconds"] for r in bench.runs if r.get("top_up_seconds") is not None]
     meta["memory settled"] = probe_line(settled, lambda s: (
         "the page cache was filled with %d GiB of a sparse file in %.0f s before the "
@@ -1902,7 +1972,7 @@ def main(argv):
         % (p["256 KiB write into new page-cache pages ms"],
            p["256 KiB write into cached pages ms"],
            p["fault on fresh anonymous memory us per page"], p["second touch us"])))
-    rep = Report(bench)
+    rep = Report(bench, flush)
     rep.build()
     md = rep.markdown(meta)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -1910,6 +1980,8 @@ def main(argv):
     with open(out_dir / "results.json", "w") as f:
         json.dump({"meta": meta, "builds": bench.builds, "runs": bench.runs,
                    "problems": bench.problems, "onebox_conf": bench.onebox_conf,
+                   "probes": {"disk flush": flush, "memory settled": settled,
+                              "new memory": pages},
                    "dovecot_doveconf_n": bench.doveconf}, f, indent=1)
     print(md)
     say("written %s and %s" % (out_dir / "results.md", out_dir / "results.json"))
