@@ -1304,12 +1304,34 @@ class Report:
         params = self.params(sc)
         for param in params:
             label = "large, %s" % param
+            lower = (lambda a, d: None if d is None else a < d)
             for cmd in self.latency_cmds(sc, param):
-                target, check = "lower", (lambda a, d: None if d is None else a < d)
+                n = min(x or 0 for x in self.lat(sc, param, cmd, "n"))
                 if "FETCH" in cmd.upper() and "FLAGS" in cmd.upper() and param.startswith("1M"):
-                    target, check = "< 1000 ms", (lambda a, d: a < 1000)
-                self.row(label, "%s p99 ms" % cmd, self.lat(sc, param, cmd, "p99"), target, check)
+                    # The target: every sample under a second.
+                    self.row(label, "%s p99 ms" % cmd, self.lat(sc, param, cmd, "p99"),
+                             "< 1000 ms", lambda a, d: a < 1000)
+                elif n < P99_MIN_SAMPLES:
+                    # A few samples a round: the p99 is the slowest one (the
+                    # first, on a cold cache, as a rule), shown; the p50 is
+                    # judged, as in throughput().
+                    self.row(label, "%s p50 ms" % cmd, self.lat(sc, param, cmd, "p50"),
+                             "lower", lower)
+                    self.row(label, "%s p99 ms (%d samples: not judged)" % (cmd, n),
+                             self.lat(sc, param, cmd, "p99"), "lower")
+                else:
+                    self.row(label, "%s p99 ms" % cmd, self.lat(sc, param, cmd, "p99"),
+                             "lower", lower)
                 self.detail(sc, param, cmd)
+            # The scenario's "POP3 login+UIDL": a server may list the
+            # maildrop at PASS or at the first command that needs it.
+            cmds = self.latency_cmds(sc, param)
+            if "POP3_LOGIN" in cmds and "UIDL" in cmds:
+                login = self.lat(sc, param, "POP3_LOGIN", "p50")
+                uidl = self.lat(sc, param, "UIDL", "p50")
+                self.row(label, "POP3 login + UIDL, sum of the p50s ms",
+                         tuple(None if a is None or b is None else a + b
+                               for a, b in zip(login, uidl)), "lower", lower)
             self.row(label, "server CPU s per run", self.both(sc, param, lambda r: r["server_cpu_s"]))
             self.row(label, "server PSS MiB (end)",
                      self.both(sc, param, lambda r: kib_to_mib(r.get("pss_kib"))))
