@@ -10,7 +10,9 @@ build_pkgs="meson ninja-build pkg-config gcc libc6-dev libgnutls28-dev libuv1-de
 liblmdb-dev libconfig-dev libcrypt-dev zlib1g-dev openssl"
 # clang and its runtimes (libclang-rt-14-dev holds libFuzzer and the
 # sanitizers) build the fuzz targets test.sh runs (tests/fuzz/run.sh).
-test_pkgs="python3 python3-pytest clang libclang-rt-14-dev"
+# lmdb-utils (mdb_load) makes the LMDB file of another program that a
+# fault test expects onebox to refuse.
+test_pkgs="python3 python3-pytest clang libclang-rt-14-dev lmdb-utils"
 # Postfix is optional (its tests skip without it): it gives the suite an
 # independent LMTP client (smtp-source) and a real lmtp: transport.
 optional_pkgs="postfix"
