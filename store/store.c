@@ -3153,6 +3153,32 @@ static void req_seal(store_req *r)
 		store_msg_seal(r->ops[i].msg);
 }
 
+/*
+ * Read, in a short read txn, the `bodies` leaf that each message of R will
+ * be stored in.  Bodies are keyed by their hash, so every new one lands on
+ * a random leaf: the one page of a delivery the writer cannot expect to
+ * find cached.  If the kernel has evicted it, the read from the disk
+ * happens here, on the prepare thread, rather than inside the writer's
+ * txn, where every request of the batch would wait for it
+ * (docs/benchmarks.md, "The lmtp scenario on 2026-12-07").
+ */
+static void req_prefetch(store *s, store_req *r)
+{
+	MDB_txn *txn;
+
+	if (txn_begin(s, MDB_RDONLY, &txn) != 0)
+		return;
+	for (size_t i = 0; i < r->n; i++) {
+		struct store_msg_info mi;
+		if (r->ops[i].msg && store_msg_info_get(r->ops[i].msg, &mi)) {
+			MDB_val k = { 32, mi.id }, v;
+			(void)mdb_get(txn, s->db_bodies, &k, &v);
+		}
+	}
+	mdb_txn_abort(txn);
+	maplock_release(s);
+}
+
 /* With S->mu held: queue R for the writer. */
 static void writer_enqueue(store *s, store_req *r)
 {
@@ -3236,6 +3262,7 @@ static void prep_main(void *arg)
 		s->prep_busy = true;
 		uv_mutex_unlock(&s->mu);
 		req_seal(r);
+		req_prefetch(s, r);
 		uv_mutex_lock(&s->mu);
 		s->prep_busy = false;
 		writer_enqueue(s, r);

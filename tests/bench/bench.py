@@ -81,8 +81,9 @@ class Interrupted(BaseException):
 # ------------------------------------------------------------ /proc readings
 
 def proc_table():
-    """{pid: (ppid, cpu_ticks)} of every process, cpu_ticks counting its own
-    and its reaped children's user and system time."""
+    """{pid: (ppid, cpu_ticks, major_faults)} of every process, both
+    counting its own and its reaped children's (user and system time;
+    page faults that had to read from the disk)."""
     out = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -98,9 +99,10 @@ def proc_table():
         try:
             ppid = int(rest[1])
             ticks = int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])
+            majflt = int(rest[9]) + int(rest[10])
         except (IndexError, ValueError):
             continue
-        out[int(name)] = (ppid, ticks)
+        out[int(name)] = (ppid, ticks, majflt)
     return out
 
 
@@ -108,7 +110,7 @@ def tree_pids(root, table=None):
     """ROOT and all its descendants."""
     table = table if table is not None else proc_table()
     children = {}
-    for pid, (ppid, _) in table.items():
+    for pid, (ppid, *_) in table.items():
         children.setdefault(ppid, []).append(pid)
     out, todo = [], [root] if root in table else []
     while todo and len(out) < 1000000:
@@ -124,6 +126,14 @@ def tree_cpu(root):
     grows; the difference of two readings is the CPU of the interval."""
     table = proc_table()
     return sum(table[p][1] for p in tree_pids(root, table)) / CLK_TCK
+
+
+def tree_major_faults(root):
+    """Major page faults so far of ROOT's tree (as tree_cpu): each one a
+    read from the disk that a thread waited for, such as a page of a
+    memory-mapped file the kernel had evicted."""
+    table = proc_table()
+    return sum(table[p][2] for p in tree_pids(root, table))
 
 
 def tree_pss_kib(root):
@@ -368,6 +378,9 @@ class Server:
 
     def cpu(self):
         return tree_cpu(self.proc.pid)
+
+    def major_faults(self):
+        return tree_major_faults(self.proc.pid)
 
     def pss(self):
         return tree_pss_kib(self.proc.pid)
@@ -631,6 +644,7 @@ def run_loadgen(loadgen, args, server, timeout, on_ready=None, sample_at=None,
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     disk0 = disk.read() if disk else None
     cpu0 = server.cpu()
+    majflt0 = server.major_faults()
     pss0 = server.pss()
     rec["pss_before_kib"] = pss0["pss_kib"]
     rec["pss_anon_before_kib"] = pss0["pss_anon_kib"]
@@ -702,6 +716,7 @@ def run_loadgen(loadgen, args, server, timeout, on_ready=None, sample_at=None,
     # keeps for reuse are its normal state.)
     rec["settle_seconds"] = settle(server, pss0["pss_procs"], settle_bound)
     rec["server_cpu_s"] = round(server.cpu() - cpu0, 3)
+    rec["server_major_faults"] = server.major_faults() - majflt0
     disk1 = disk.read() if disk else None
     if disk0 and disk1:
         rec["disk"] = {k: disk1[k] - disk0[k] for k in disk0}
@@ -1202,6 +1217,15 @@ class Report:
                             ("write_kib", "disk KiB written per message"),
                             ("flushes", "disk cache flushes per message")):
             self.row(label, metric, self.both(sc, param, per_msg(key)), optional=True)
+
+        def faults(r):
+            n = r["result"].get("messages")
+            f = r.get("server_major_faults")
+            return f / n if n and f is not None else None
+        # A fault is a page the server needed and the kernel had evicted:
+        # a wait for the disk outside any commit's flush.
+        self.row(label, "server major page faults per message", self.both(sc, param, faults),
+                 optional=True)
 
         def mib_per_s(r):
             n, rate = r["result"].get("messages"), r["result"].get("messages_per_sec")
