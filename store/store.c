@@ -3164,19 +3164,17 @@ static void req_seal(store_req *r)
  */
 static void req_prefetch(store *s, store_req *r)
 {
-	MDB_txn *txn;
+	store_txn *t = store_read_begin(s);
 
-	if (txn_begin(s, MDB_RDONLY, &txn) != 0)
+	if (!t)
 		return;
 	for (size_t i = 0; i < r->n; i++) {
 		struct store_msg_info mi;
-		if (r->ops[i].msg && store_msg_info_get(r->ops[i].msg, &mi)) {
-			MDB_val k = { 32, mi.id }, v;
-			(void)mdb_get(txn, s->db_bodies, &k, &v);
-		}
+		MDB_val v;
+		if (r->ops[i].msg && store_msg_info_get(r->ops[i].msg, &mi))
+			(void)tx_get(t->txn, s->db_bodies, mi.id, 32, &v);
 	}
-	mdb_txn_abort(txn);
-	maplock_release(s);
+	store_read_end(t);
 }
 
 /* With S->mu held: queue R for the writer. */

@@ -120,20 +120,16 @@ def tree_pids(root, table=None):
     return out
 
 
-def tree_cpu(root):
-    """Seconds of CPU used so far by ROOT's process tree.  A child that has
-    exited and been reaped is in its parent's cutime/cstime, so the sum only
-    grows; the difference of two readings is the CPU of the interval."""
-    table = proc_table()
-    return sum(table[p][1] for p in tree_pids(root, table)) / CLK_TCK
-
-
-def tree_major_faults(root):
-    """Major page faults so far of ROOT's tree (as tree_cpu): each one a
+def tree_usage(root):
+    """(seconds of CPU, major page faults) used so far by ROOT's process
+    tree, from one scan of /proc.  A child that has exited and been reaped
+    is in its parent's cutime/cstime and cmajflt, so both sums only grow;
+    the difference of two readings is the interval's.  A major fault is a
     read from the disk that a thread waited for, such as a page of a
     memory-mapped file the kernel had evicted."""
     table = proc_table()
-    return sum(table[p][2] for p in tree_pids(root, table))
+    pids = tree_pids(root, table)
+    return (sum(table[p][1] for p in pids) / CLK_TCK, sum(table[p][2] for p in pids))
 
 
 def tree_pss_kib(root):
@@ -376,11 +372,8 @@ class Server:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def cpu(self):
-        return tree_cpu(self.proc.pid)
-
-    def major_faults(self):
-        return tree_major_faults(self.proc.pid)
+    def usage(self):
+        return tree_usage(self.proc.pid)
 
     def pss(self):
         return tree_pss_kib(self.proc.pid)
@@ -643,8 +636,7 @@ def run_loadgen(loadgen, args, server, timeout, on_ready=None, sample_at=None,
     rec = {"server": server.name, "argv": cmd[1:]}
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     disk0 = disk.read() if disk else None
-    cpu0 = server.cpu()
-    majflt0 = server.major_faults()
+    cpu0, majflt0 = server.usage()
     pss0 = server.pss()
     rec["pss_before_kib"] = pss0["pss_kib"]
     rec["pss_anon_before_kib"] = pss0["pss_anon_kib"]
@@ -715,8 +707,9 @@ def run_loadgen(loadgen, args, server, timeout, on_ready=None, sample_at=None,
     # pays for the one before.  (Elsewhere the few idle processes Dovecot
     # keeps for reuse are its normal state.)
     rec["settle_seconds"] = settle(server, pss0["pss_procs"], settle_bound)
-    rec["server_cpu_s"] = round(server.cpu() - cpu0, 3)
-    rec["server_major_faults"] = server.major_faults() - majflt0
+    cpu1, majflt1 = server.usage()
+    rec["server_cpu_s"] = round(cpu1 - cpu0, 3)
+    rec["server_major_faults"] = majflt1 - majflt0
     disk1 = disk.read() if disk else None
     if disk0 and disk1:
         rec["disk"] = {k: disk1[k] - disk0[k] for k in disk0}
@@ -1687,11 +1680,13 @@ def disk_flush(folder, n):
                 # The disk's write bandwidth: lay the file down, then time
                 # rewriting its (now cached) pages and flushing them, so
                 # that the figure is the device's, not the page cache's.
-                for rep in range(2):
-                    t = time.perf_counter()
+                def write_file():
                     for i in range(seq_mib):
                         os.pwrite(fd, mib, i << 20)
                     os.fdatasync(fd)
+                write_file()
+                t = time.perf_counter()
+                write_file()
                 out["sequential write MiB/s"] = seq_mib / (time.perf_counter() - t)
                 # One sender's commit of one 256 KiB message: the body's
                 # pages (cached, as the store's runway keeps the space
