@@ -55,7 +55,7 @@ struct imap_view {
 	uint32_t *uids;         /* uids[seq - 1] */
 	uint32_t count, cap;
 	struct uid_list *shared; /* non-NULL: uids belongs to this shared list
-	                         * (imap_view.c), copied before any change */
+	                         * (protocols/uidcache.h), copied before any change */
 	uint32_t recent_from;   /* UIDs >= this are \Recent in this session */
 	uint32_t uidnext;       /* as last reported */
 	uint64_t modseq;        /* changes up to here are reflected */

@@ -16,13 +16,10 @@
  * The table lives only in memory: after a restart, messages are recent once
  * more for the first session that selects their mailbox.
  *
- * SELECT without reading the mailbox: a process-wide cache keeps, for the
- * mailboxes opened lately, their UID list and first unseen UID as of a
- * modseq.  A SELECT brings the entry up to date from the change feed (cost
- * proportional to the changes, like QRESYNC) and shares its array; the view
- * copies it only before its own expunges or appends change it (view_own).
- * Only a mailbox not in the cache, or with too many changes since, is read
- * whole.
+ * SELECT without reading the mailbox: the view's array comes from the
+ * process-wide list cache (protocols/uidcache.c), brought up to date from
+ * the change feed, and is shared with it; the view copies it only before
+ * its own expunges or appends change it (view_own).
  *
  * IMAP4rev2 (RFC 9051 Appendix E items 12 and 21): a session that has
  * enabled it neither claims nor reports \Recent, so the messages stay
@@ -34,6 +31,7 @@
 #include <string.h>
 
 #include "protocols/imap/imap_int.h"
+#include "protocols/uidcache.h"
 
 /* ------------------------------------------------- the \Recent claim table */
 
@@ -129,24 +127,9 @@ bool imap_view_is_recent(const struct imap_view *v, uint32_t uid)
 	return v->nrecent && imap_ranges_contain(v->recent, v->nrecent, uid);
 }
 
-/* First index of the ascending UIDS[0..N) holding a UID >= UID. */
-static uint32_t uids_lower_bound(const uint32_t *uids, uint32_t n, uint32_t uid)
-{
-	uint32_t lo = 0, hi = n;
-
-	while (lo < hi) {
-		uint32_t mid = lo + (hi - lo) / 2;
-		if (uids[mid] < uid)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
 static uint32_t view_lower_bound(const struct imap_view *v, uint32_t uid)
 {
-	return uids_lower_bound(v->uids, v->count, uid);
+	return uid_lower_bound(v->uids, v->count, uid);
 }
 
 uint32_t imap_view_recent_count(const struct imap_view *v)
@@ -253,222 +236,6 @@ void imap_view_write_flags(struct imap_session *s)
 	store_read_end(t);
 }
 
-/* -------------------------------------------------- the UID list cache */
-
-static int cmp_u32(const void *a, const void *b);
-
-struct uid_list {
-	unsigned refs;          /* views sharing it, plus one for the cache */
-	uint32_t count;
-	uint32_t uids[];
-};
-
-#define UID_CACHE_SLOTS 32
-
-struct uid_cache_ent {
-	uint32_t mailbox_id;    /* 0: empty */
-	uint32_t uidvalidity;
-	uint64_t modseq;        /* the list and first_unseen are as of this */
-	uint32_t first_unseen;  /* UID of the first message without \Seen; 0: none */
-	uint64_t used;          /* for replacing the least recently used */
-	struct uid_list *list;
-};
-
-/* Loop thread only, like every IMAP session. */
-static struct uid_cache_ent uid_cache[UID_CACHE_SLOTS];
-static uint64_t uid_cache_clock;
-
-static struct uid_list *uid_list_new(const uint32_t *uids, uint32_t count)
-{
-	struct uid_list *l = malloc(sizeof *l + (size_t)count * sizeof *uids);
-
-	if (!l)
-		return NULL;
-	l->refs = 1;
-	l->count = count;
-	if (count)
-		memcpy(l->uids, uids, (size_t)count * sizeof *uids);
-	return l;
-}
-
-static void uid_list_put(struct uid_list *l)
-{
-	if (l && --l->refs == 0)
-		free(l);
-}
-
-static void uid_cache_drop(struct uid_cache_ent *e)
-{
-	uid_list_put(e->list);
-	memset(e, 0, sizeof *e);
-}
-
-static struct uid_cache_ent *uid_cache_find(uint32_t mailbox_id)
-{
-	for (size_t i = 0; i < UID_CACHE_SLOTS; i++)
-		if (uid_cache[i].mailbox_id == mailbox_id)
-			return &uid_cache[i];
-	return NULL;
-}
-
-/* Remember what a view just read whole (its private array, copied). */
-static void uid_cache_store(const struct imap_view *v, uint32_t first_unseen_uid)
-{
-	struct uid_cache_ent *e = uid_cache_find(v->mailbox_id);
-
-	if (!e) {
-		e = &uid_cache[0];
-		for (size_t i = 1; i < UID_CACHE_SLOTS && e->mailbox_id; i++)
-			if (!uid_cache[i].mailbox_id || uid_cache[i].used < e->used)
-				e = &uid_cache[i];
-	}
-	struct uid_list *l = uid_list_new(v->uids, v->count);
-	uid_cache_drop(e);
-	if (!l)
-		return;
-	e->mailbox_id = v->mailbox_id;
-	e->uidvalidity = v->uidvalidity;
-	e->modseq = v->modseq;
-	e->first_unseen = first_unseen_uid;
-	e->used = ++uid_cache_clock;
-	e->list = l;
-}
-
-struct cache_catchup {
-	const struct uid_list *old;
-	uint32_t *gone, *added, *touched;  /* UIDs: expunged, new, flags changed */
-	size_t ngone, nadded, ntouched, cap;
-	bool overflow;
-};
-
-static bool list_has(const struct uid_list *l, uint32_t uid)
-{
-	uint32_t i = uids_lower_bound(l->uids, l->count, uid);
-
-	return i < l->count && l->uids[i] == uid;
-}
-
-static int catchup_one(const struct store_change *ch, void *arg)
-{
-	struct cache_catchup *x = arg;
-	const struct uid_list *l = x->old;
-	uint32_t last = l->count ? l->uids[l->count - 1] : 0;
-
-	if (x->ngone + x->nadded + x->ntouched >= x->cap) {
-		x->overflow = true;
-		return 1;
-	}
-	if (ch->kind == STORE_CHANGE_EXPUNGE) {
-		if (list_has(l, ch->uid))
-			x->gone[x->ngone++] = ch->uid;
-	} else if (ch->kind == STORE_CHANGE_FLAGS) {
-		if (ch->uid > last)
-			x->added[x->nadded++] = ch->uid;
-		else
-			x->touched[x->ntouched++] = ch->uid;
-	}
-	return 0;
-}
-
-struct unseen_scan {
-	uint32_t uid;
-	unsigned budget;
-};
-
-static int unseen_one(const struct store_message *m, void *arg)
-{
-	struct unseen_scan *u = arg;
-
-	if (!(m->flags & STORE_F_SEEN)) {
-		u->uid = m->uid;
-		return 1;
-	}
-	return --u->budget == 0 ? 1 : 0;
-}
-
-/* Is UID present and without \Seen? */
-static bool uid_unseen(store_txn *t, uint32_t mailbox_id, uint32_t uid)
-{
-	struct store_message m;
-
-	return store_message_get(t, mailbox_id, uid, &m) == STORE_OK && !(m.flags & STORE_F_SEEN);
-}
-
-/*
- * Bring E up to CUR (in T) from the change feed.  False when it cannot be
- * done cheaply (more changes than a fraction of the mailbox, or out of
- * memory): the caller reads the mailbox whole instead.
- */
-static bool uid_cache_catchup(struct uid_cache_ent *e, store_txn *t,
-                              const struct store_mailbox *cur)
-{
-	if (e->uidvalidity != cur->uidvalidity || e->modseq > cur->highestmodseq)
-		return false;
-	if (e->modseq == cur->highestmodseq)
-		return true;
-	struct uid_list *old = e->list;
-	size_t cap = old->count / 4 + 256;
-	struct cache_catchup x = { .old = old, .cap = cap };
-	uint32_t *buf = malloc(3 * cap * sizeof *buf);
-	bool ok = false;
-
-	if (!buf)
-		return false;
-	x.gone = buf;
-	x.added = buf + cap;
-	x.touched = buf + 2 * cap;
-	if (store_changes_since(t, e->mailbox_id, e->modseq, catchup_one, &x) != STORE_OK ||
-	    x.overflow)
-		goto out;
-
-	/* The new first unseen: the old one if it is still there and unseen,
-	 * else the next unseen after it (a bounded scan); then any changed or
-	 * new message before that which is unseen now. */
-	uint32_t fu = e->first_unseen;
-	if (fu && !uid_unseen(t, e->mailbox_id, fu)) {
-		struct unseen_scan u = { .budget = 4096 };
-		if (store_message_foreach(t, e->mailbox_id, fu, unseen_one, &u) != STORE_OK)
-			goto out;
-		if (!u.uid && u.budget == 0)
-			goto out; /* a long run of seen messages: read it whole */
-		fu = u.uid;
-	}
-	for (size_t i = 0; i < x.ntouched + x.nadded; i++) {
-		uint32_t uid = i < x.ntouched ? x.touched[i] : x.added[i - x.ntouched];
-		if ((!fu || uid < fu) && uid_unseen(t, e->mailbox_id, uid))
-			fu = uid;
-	}
-
-	if (x.ngone || x.nadded) {
-		qsort(x.gone, x.ngone, sizeof *x.gone, cmp_u32);
-		qsort(x.added, x.nadded, sizeof *x.added, cmp_u32);
-		size_t n = old->count - x.ngone + x.nadded;
-		struct uid_list *l = malloc(sizeof *l + n * sizeof *l->uids);
-		if (!l)
-			goto out;
-		size_t k = 0, g = 0;
-		for (uint32_t i = 0; i < old->count; i++) {
-			if (g < x.ngone && x.gone[g] == old->uids[i]) {
-				g++;
-				continue;
-			}
-			l->uids[k++] = old->uids[i];
-		}
-		for (size_t i = 0; i < x.nadded; i++)
-			l->uids[k++] = x.added[i];
-		l->refs = 1;
-		l->count = (uint32_t)k;
-		uid_list_put(old);
-		e->list = l;
-	}
-	e->first_unseen = fu;
-	e->modseq = cur->highestmodseq;
-	ok = true;
-out:
-	free(buf);
-	return ok;
-}
-
 /* Make V's array its own before changing it. */
 static bool view_own(struct imap_view *v)
 {
@@ -508,37 +275,10 @@ static void view_watch_cb(void *arg, uint32_t mailbox_id)
 	}
 }
 
-struct view_fill {
-	struct imap_view *v;
-	bool nomem;
-};
-
-static int view_fill_one(const struct store_message *m, void *arg)
-{
-	struct view_fill *x = arg;
-	struct imap_view *v = x->v;
-
-	if (v->count == v->cap) {
-		uint32_t cap = v->cap ? v->cap * 2 : 64;
-		uint32_t *n = cap > v->cap ? realloc(v->uids, (size_t)cap * sizeof *n) : NULL;
-		if (!n) {
-			x->nomem = true;
-			return 1;
-		}
-		v->uids = n;
-		v->cap = cap;
-	}
-	v->uids[v->count++] = m->uid;
-	if (!(m->flags & STORE_F_SEEN) && !v->first_unseen)
-		v->first_unseen = v->count;
-	return 0;
-}
-
 int imap_view_open(struct imap_session *s, const struct store_mailbox *mb, bool readonly)
 {
 	struct imap_view *v = &s->view;
 	struct store_mailbox cur;
-	struct view_fill x = { .v = v };
 	const char *names[64];
 	size_t nkw = 0;
 	store_txn *t;
@@ -561,32 +301,19 @@ int imap_view_open(struct imap_session *s, const struct store_mailbox *mb, bool 
 	v->modseq = cur.highestmodseq;
 	v->reported_modseq = cur.highestmodseq;
 	v->readonly = readonly;
-	struct uid_cache_ent *e = uid_cache_find(cur.id);
-	if (e && uid_cache_catchup(e, t, &cur)) {
-		/* Share the cached list: nothing read but the changes. */
-		e->used = ++uid_cache_clock;
-		e->list->refs++;
-		v->shared = e->list;
-		v->uids = e->list->uids;
-		v->count = v->cap = e->list->count;
-		v->first_unseen = e->first_unseen ? imap_view_seq(v, e->first_unseen) : 0;
-		rc = STORE_OK;
-	} else {
-		if (e)
-			uid_cache_drop(e);
-		if (cur.messages > 0) {
-			v->uids = malloc((size_t)cur.messages * sizeof *v->uids);
-			v->cap = v->uids ? cur.messages : 0;
-		}
-		rc = store_message_foreach(t, cur.id, 1, view_fill_one, &x);
-		if (rc == STORE_OK && !x.nomem)
-			uid_cache_store(v, v->first_unseen ? v->uids[v->first_unseen - 1] : 0);
+	uint32_t first_unseen = 0;
+	struct uid_list *l = uid_cache_open(t, &cur, &first_unseen, &rc);
+	if (l) {
+		/* Shared with the cache and other sessions until this view
+		 * changes it (view_own). */
+		v->shared = l;
+		v->uids = l->uids;
+		v->count = v->cap = l->count;
+		v->first_unseen = first_unseen ? imap_view_seq(v, first_unseen) : 0;
 	}
 	if (rc == STORE_OK && store_mailbox_keywords(t, cur.id, names, &nkw) == STORE_OK)
 		v->nkeywords = nkw;
 	store_read_end(t);
-	if (rc == STORE_OK && x.nomem)
-		rc = STORE_TEMPFAIL;
 	if (rc == STORE_OK) {
 		s->watch = store_watch_add(conn_store(s->c), cur.id, view_watch_cb, s);
 		if (!s->watch)

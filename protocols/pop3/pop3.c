@@ -20,6 +20,7 @@
 
 #include "protocols/proto.h"
 #include "protocols/sasl.h"
+#include "protocols/uidcache.h"
 
 /* RFC 2449 section 4 allows 40-character arguments; be tolerant but bounded. */
 #define POP3_MAX_ARG 255
@@ -50,12 +51,6 @@ enum pop3_state {
 
 /* Per-message marks of the session, kept beside the snapshot. */
 enum { MARK_DELE = 1u << 0, MARK_RETR = 1u << 1 };
-
-/* One snapshot entry: the body is looked up by UID when needed. */
-struct pop3_msg {
-	uint32_t uid;
-	uint32_t size;
-};
 
 enum pop3_output_kind { POP3_OUT_LIST, POP3_OUT_UIDL, POP3_OUT_BODY };
 
@@ -90,7 +85,10 @@ struct pop3_session {
 	uint32_t user_id;
 	uint32_t mailbox_id;
 	uint32_t uidvalidity;
-	struct pop3_msg *msgs;
+	/* UIDs and sizes, ascending; bodies are looked up by UID when
+	 * needed.  Often shared with the list cache (protocols/uidcache.h),
+	 * which is why it is never changed. */
+	struct uid_list *snap;
 	uint8_t *marks;         /* MARK_* per message */
 	uint32_t count;         /* messages in the snapshot */
 	uint32_t live_count;    /* not DELE'd */
@@ -182,9 +180,9 @@ static void pop3_forget_user(struct pop3_session *s)
 
 static void pop3_free_snapshot(struct pop3_session *s)
 {
-	free(s->msgs);
+	uid_list_put(s->snap);
 	free(s->marks);
-	s->msgs = NULL;
+	s->snap = NULL;
 	s->marks = NULL;
 	s->count = s->live_count = s->dele_count = 0;
 	s->live_bytes = 0;
@@ -282,47 +280,15 @@ static bool pop3_msgno(struct pop3_session *s, const struct pop3_args *a, unsign
 
 /* --------------------------------------------------------- the snapshot */
 
-struct pop3_snap_ctx {
-	struct pop3_session *s;
-	uint32_t cap;
-	bool nomem;
-};
-
-static int pop3_snap_one(const struct store_message *m, void *arg)
-{
-	struct pop3_snap_ctx *x = arg;
-	struct pop3_session *s = x->s;
-
-	/* DESIGN section 2: \Deleted messages are hidden from POP3. */
-	if (m->flags & STORE_F_DELETED)
-		return 0;
-	if (s->count == x->cap) {
-		uint32_t cap = x->cap ? x->cap * 2 : 64;
-		struct pop3_msg *n = cap > x->cap ? realloc(s->msgs, (size_t)cap * sizeof *n) : NULL;
-		if (!n) {
-			x->nomem = true;
-			return 1;
-		}
-		s->msgs = n;
-		x->cap = cap;
-	}
-	s->msgs[s->count].uid = m->uid;
-	s->msgs[s->count].size = m->size;
-	s->count++;
-	s->live_bytes += m->size;
-	return 0;
-}
-
 /*
  * Open the user's INBOX: one short read transaction for the mailbox record
- * and the per-message records, then it ends (DESIGN section 2: never hold a
+ * and the message list, then it ends (DESIGN section 2: never hold a
  * reader for the session's life).  Answers -ERR itself on failure.
  */
 static bool pop3_open_mailbox(struct pop3_session *s)
 {
 	store_txn *t = store_read_begin(conn_store(s->c));
 	struct store_mailbox mb;
-	struct pop3_snap_ctx x = { .s = s };
 	int rc;
 
 	if (!t) {
@@ -347,19 +313,24 @@ static bool pop3_open_mailbox(struct pop3_session *s)
 	}
 	s->mailbox_id = mb.id;
 	s->uidvalidity = mb.uidvalidity;
-	if (mb.messages > 0) {
-		s->msgs = malloc((size_t)mb.messages * sizeof *s->msgs);
-		x.cap = s->msgs ? mb.messages : 0;
+	/* DESIGN section 2: \Deleted messages are hidden from POP3.  With none
+	 * in the mailbox the snapshot is its whole list, which the cache
+	 * usually has; otherwise the records are read, the flagged left out. */
+	if (mb.deleted == 0) {
+		uint32_t first_unseen;
+		s->snap = uid_cache_open(t, &mb, &first_unseen, &rc);
+	} else {
+		uint32_t expect = mb.deleted < mb.messages ? mb.messages - mb.deleted : 0;
+		s->snap = uid_list_read(t, mb.id, STORE_F_DELETED, expect, NULL, &rc);
 	}
-	rc = store_message_foreach(t, mb.id, 1, pop3_snap_one, &x);
 	store_read_end(t);
-	if (rc != STORE_OK || x.nomem) {
-		conn_log(s->c, LOGL_ERR, "pop3: INBOX listing: %s",
-		         x.nomem ? "out of memory" : store_strerror(rc));
-		pop3_free_snapshot(s);
+	if (!s->snap) {
+		conn_log(s->c, LOGL_ERR, "pop3: INBOX listing: %s", store_strerror(rc));
 		conn_puts(s->c, "-ERR [SYS/TEMP] Mailbox unavailable, try later\r\n");
 		return false;
 	}
+	s->count = s->snap->count;
+	s->live_bytes = s->snap->bytes;
 	s->marks = calloc(s->count ? s->count : 1, 1);
 	if (!s->marks) {
 		pop3_free_snapshot(s);
@@ -479,7 +450,7 @@ static bool pop3_pump_body(struct pop3_session *s, bool *failed)
 		if (rc != STORE_OK) {
 			store_read_end(t);
 			conn_log(s->c, LOGL_ERR, "pop3: body of uid %" PRIu32 " unreadable: %s",
-			         s->msgs[o->index].uid, store_strerror(rc));
+			         s->snap->uids[o->index], store_strerror(rc));
 			*failed = true;
 			return false;
 		}
@@ -535,9 +506,9 @@ static bool pop3_pump_listing(struct pop3_session *s)
 		if (s->marks[i] & MARK_DELE)
 			continue;
 		if (o->kind == POP3_OUT_LIST) {
-			conn_printf(s->c, "%" PRIu32 " %" PRIu32 "\r\n", i + 1, s->msgs[i].size);
+			conn_printf(s->c, "%" PRIu32 " %" PRIu32 "\r\n", i + 1, s->snap->sizes[i]);
 		} else {
-			pop3_uidl(s, s->msgs[i].uid, uidl, sizeof uidl);
+			pop3_uidl(s, s->snap->uids[i], uidl, sizeof uidl);
 			conn_printf(s->c, "%" PRIu32 " %s\r\n", i + 1, uidl);
 		}
 	}
@@ -826,7 +797,7 @@ static void pop3_cmd_list(struct pop3_session *s, struct pop3_args *a)
 
 	if (a->n == 1) {
 		if (pop3_msgno(s, a, 0, &i))
-			conn_printf(s->c, "+OK %" PRIu32 " %" PRIu32 "\r\n", i + 1, s->msgs[i].size);
+			conn_printf(s->c, "+OK %" PRIu32 " %" PRIu32 "\r\n", i + 1, s->snap->sizes[i]);
 		return;
 	}
 	conn_printf(s->c, "+OK %" PRIu32 " messages (%" PRIu64 " octets)\r\n", s->live_count,
@@ -842,7 +813,7 @@ static void pop3_cmd_uidl(struct pop3_session *s, struct pop3_args *a)
 
 	if (a->n == 1) {
 		if (pop3_msgno(s, a, 0, &i)) {
-			pop3_uidl(s, s->msgs[i].uid, uidl, sizeof uidl);
+			pop3_uidl(s, s->snap->uids[i], uidl, sizeof uidl);
 			conn_printf(s->c, "+OK %" PRIu32 " %s\r\n", i + 1, uidl);
 		}
 		return;
@@ -864,7 +835,7 @@ static void pop3_send_message(struct pop3_session *s, uint32_t i, bool retr, uin
 		conn_puts(s->c, "-ERR [SYS/TEMP] Cannot read the mailbox, try later\r\n");
 		return;
 	}
-	rc = store_message_get(t, s->mailbox_id, s->msgs[i].uid, &m);
+	rc = store_message_get(t, s->mailbox_id, s->snap->uids[i], &m);
 	store_read_end(t);
 	if (rc == STORE_NOTFOUND) {
 		conn_printf(s->c, "-ERR message %" PRIu32 " was expunged by another session\r\n",
@@ -872,7 +843,7 @@ static void pop3_send_message(struct pop3_session *s, uint32_t i, bool retr, uin
 		return;
 	}
 	if (rc != STORE_OK) {
-		conn_log(s->c, LOGL_ERR, "pop3: uid %" PRIu32 ": %s", s->msgs[i].uid,
+		conn_log(s->c, LOGL_ERR, "pop3: uid %" PRIu32 ": %s", s->snap->uids[i],
 		         store_strerror(rc));
 		conn_puts(s->c, "-ERR [SYS/TEMP] Cannot read the message, try later\r\n");
 		return;
@@ -925,7 +896,7 @@ static void pop3_cmd_dele(struct pop3_session *s, struct pop3_args *a)
 		return;
 	s->marks[i] |= MARK_DELE;
 	s->live_count--;
-	s->live_bytes -= s->msgs[i].size;
+	s->live_bytes -= s->snap->sizes[i];
 	s->dele_count++;
 	conn_printf(s->c, "+OK message %" PRIu32 " deleted\r\n", i + 1);
 }
@@ -943,7 +914,7 @@ static void pop3_cmd_rset(struct pop3_session *s, struct pop3_args *a)
 		if (s->marks[i] & MARK_DELE) {
 			s->marks[i] &= (uint8_t)~MARK_DELE;
 			s->live_count++;
-			s->live_bytes += s->msgs[i].size;
+			s->live_bytes += s->snap->sizes[i];
 		}
 	}
 	s->dele_count = 0;
@@ -1036,7 +1007,7 @@ static void pop3_cmd_quit(struct pop3_session *s, struct pop3_args *a)
 	}
 	r = store_req_new();
 	for (uint32_t i = 0; i < s->count; i++) {
-		uint32_t uid = s->msgs[i].uid, add = 0;
+		uint32_t uid = s->snap->uids[i], add = 0;
 		bool dele = s->marks[i] & MARK_DELE;
 
 		if ((s->marks[i] & MARK_RETR) && s->set->pop3_mark_seen)
