@@ -49,7 +49,7 @@ uint32_t uid_lower_bound(const uint32_t *uids, uint32_t n, uint32_t uid)
 	return lo;
 }
 
-static int cmp_u32(const void *a, const void *b)
+int uid_cmp(const void *a, const void *b)
 {
 	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
 
@@ -175,15 +175,18 @@ struct uid_list *uid_list_read(store_txn *t, uint32_t mailbox_id, uint32_t skip,
 static struct uid_list *uid_cache_fill(store_txn *t, const struct store_mailbox *mb,
                                        uint32_t *first_unseen, int *rc)
 {
-	struct uid_list *l = uid_list_read(t, mb->id, 0, mb->messages, first_unseen, rc);
+	uint32_t fu = 0;
+	struct uid_list *l = uid_list_read(t, mb->id, 0, mb->messages, &fu, rc);
 
 	if (!l)
 		return NULL;
+	if (first_unseen)
+		*first_unseen = fu;
 	struct uid_cache_ent *e = uid_cache_slot(mb->id);
 	e->mailbox_id = mb->id;
 	e->uidvalidity = mb->uidvalidity;
 	e->modseq = mb->highestmodseq;
-	e->first_unseen = *first_unseen;
+	e->first_unseen = fu;
 	e->used = ++uid_cache_clock;
 	e->list = l;
 	l->refs++;
@@ -298,7 +301,7 @@ static bool uid_cache_catchup(struct uid_cache_ent *e, store_txn *t,
 		if ((!fu || x.touched[i] < fu) && uid_unseen(t, e->mailbox_id, x.touched[i]))
 			fu = x.touched[i];
 	/* New messages: their records give the sizes as well. */
-	qsort(x.added, x.nadded, sizeof *x.added, cmp_u32);
+	qsort(x.added, x.nadded, sizeof *x.added, uid_cmp);
 	size_t nadded = 0;
 	for (size_t i = 0; i < x.nadded; i++) {
 		struct store_message m;
@@ -314,7 +317,7 @@ static bool uid_cache_catchup(struct uid_cache_ent *e, store_txn *t,
 	}
 
 	if (x.ngone || nadded) {
-		qsort(x.gone, x.ngone, sizeof *x.gone, cmp_u32);
+		qsort(x.gone, x.ngone, sizeof *x.gone, uid_cmp);
 		struct uid_list *l = uid_list_alloc(old->count - x.ngone + nadded);
 		if (!l)
 			goto out;
@@ -353,7 +356,8 @@ struct uid_list *uid_cache_open(store_txn *t, const struct store_mailbox *mb,
 	if (e && uid_cache_catchup(e, t, mb)) {
 		e->used = ++uid_cache_clock;
 		e->list->refs++;
-		*first_unseen = e->first_unseen;
+		if (first_unseen)
+			*first_unseen = e->first_unseen;
 		*rc = STORE_OK;
 		return e->list;
 	}

@@ -24,8 +24,8 @@ struct uid_list {
 
 /*
  * A new reference to the list of MB's messages as of the state T reads (MB
- * must have been read in T), and in *FIRST_UNSEEN the UID of its first
- * message without \Seen (0: none).  Taken from the cache and brought up to
+ * must have been read in T), and in *FIRST_UNSEEN, if not NULL, the UID
+ * of its first message without \Seen (0: none).  Taken from the cache and brought up to
  * date from the change feed when that is cheap; otherwise every message
  * record is read once, and the result cached.  NULL on failure with *RC
  * set (STORE_TEMPFAIL when out of memory).
@@ -43,6 +43,9 @@ struct uid_list *uid_list_read(store_txn *t, uint32_t mailbox_id, uint32_t skip,
                                uint32_t expect, uint32_t *first_unseen, int *rc);
 
 void uid_list_put(struct uid_list *l);
+
+/* qsort comparison of two uint32_t. */
+int uid_cmp(const void *a, const void *b);
 
 /* First index of the ascending UIDS[0..N) holding a UID >= UID. */
 uint32_t uid_lower_bound(const uint32_t *uids, uint32_t n, uint32_t uid);

@@ -1014,12 +1014,12 @@ static int message_get_tx(MDB_txn *txn, store *s, uint32_t mailbox_id, uint32_t 
 #define READ_AHEAD_RUN 4                /* after this many forward leaf steps */
 #define BODY_AHEAD_MIN ((size_t)16 << 10)
 
-static void map_willneed(const void *p, size_t len)
+/* LMDB's page size is the system's, which madvise aligns to. */
+static void map_willneed(const store *s, const void *p, size_t len)
 {
-	static long pagesize;
-	if (!pagesize)
-		pagesize = sysconf(_SC_PAGESIZE) > 0 ? sysconf(_SC_PAGESIZE) : 4096;
-	uintptr_t a = (uintptr_t)p & ~(uintptr_t)(pagesize - 1);
+	if (!s->psize)
+		return;
+	uintptr_t a = (uintptr_t)p & ~(uintptr_t)(s->psize - 1);
 	(void)madvise((void *)a, (uintptr_t)p + len - a, MADV_WILLNEED);
 }
 
@@ -1041,7 +1041,7 @@ static void map_follow(const store *s, const void *rec)
 	ra_leaf = pg;
 	ra_run = forward ? ra_run + 1 : 0;
 	if (ra_run >= READ_AHEAD_RUN && (pg + READ_AHEAD / 2 >= ra_end || pg < ra_end - READ_AHEAD)) {
-		map_willneed((const void *)pg, READ_AHEAD);
+		map_willneed(s, (const void *)pg, READ_AHEAD);
 		ra_end = pg + READ_AHEAD;
 	}
 }
@@ -1096,7 +1096,7 @@ int store_body_get(store_txn *t, const uint8_t body_id[32], const char **data,
 		return st;
 	/* A large body's pages are contiguous: read them ahead as one. */
 	if (v.mv_size >= BODY_AHEAD_MIN)
-		map_willneed(v.mv_data, v.mv_size);
+		map_willneed(t->s, v.mv_data, v.mv_size);
 	*data = v.mv_size ? v.mv_data : "";
 	*len = v.mv_size;
 	return STORE_OK;

@@ -406,13 +406,6 @@ static int view_sync_one(const struct store_change *ch, void *arg)
 	return x->nomem;
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 static int cmp_change_uid(const void *a, const void *b)
 {
 	const struct view_change *x = a, *y = b;
@@ -437,7 +430,7 @@ static void view_apply_expunges(struct imap_session *s, struct change_list *l)
 		if (seq)
 			seqs[n++] = seq;
 	}
-	qsort(seqs, n, sizeof *seqs, cmp_u32);
+	qsort(seqs, n, sizeof *seqs, uid_cmp);
 	if ((s->enabled & IMAP_EN_QRESYNC) && n) {
 		uint32_t *uids = malloc(n * sizeof *uids);
 		if (!uids) {

@@ -317,8 +317,7 @@ static bool pop3_open_mailbox(struct pop3_session *s)
 	 * in the mailbox the snapshot is its whole list, which the cache
 	 * usually has; otherwise the records are read, the flagged left out. */
 	if (mb.deleted == 0) {
-		uint32_t first_unseen;
-		s->snap = uid_cache_open(t, &mb, &first_unseen, &rc);
+		s->snap = uid_cache_open(t, &mb, NULL, &rc);
 	} else {
 		uint32_t expect = mb.deleted < mb.messages ? mb.messages - mb.deleted : 0;
 		s->snap = uid_list_read(t, mb.id, STORE_F_DELETED, expect, NULL, &rc);
