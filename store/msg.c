@@ -22,6 +22,9 @@
 
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "store/mime.h"
 #include "store/store.h"
@@ -113,13 +116,24 @@ static char *msg_crlf(store_msg *m, char *o)
 }
 
 /* The length of the run at P (at most LEN octets) with no CR and no LF.
- * Eight octets at a time: a message is mostly such runs (lines of text),
- * and this loop is what every received octet passes through. */
+ * A message is mostly such runs (lines of text), and this loop is what
+ * every received octet passes through: sixteen octets a step where SSE2
+ * is there (every x86-64), else eight, then one at a time for the tail. */
 static size_t msg_plain_run(const char *p, size_t len)
 {
+	size_t i = 0;
+#if defined(__SSE2__)
+	const __m128i cr16 = _mm_set1_epi8('\r'), lf16 = _mm_set1_epi8('\n');
+	for (; i + 16 <= len; i += 16) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+		unsigned hit = (unsigned)_mm_movemask_epi8(
+		    _mm_or_si128(_mm_cmpeq_epi8(v, cr16), _mm_cmpeq_epi8(v, lf16)));
+		if (hit)
+			return i + (size_t)__builtin_ctz(hit);
+	}
+#endif
 	const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
 	const uint64_t cr = ones * '\r', lf = ones * '\n';
-	size_t i = 0;
 
 	for (; i + 8 <= len; i += 8) {
 		uint64_t v, a, b;

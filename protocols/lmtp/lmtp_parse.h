@@ -49,7 +49,8 @@ size_t lmtp_user_candidates(const char *mailbox, char *out[LMTP_MAX_CANDIDATES])
 /*
  * The DATA decoder.  It consumes the bytes after "354" up to and including
  * the terminating "." line, and hands the message content, dot-stuffing
- * removed, to EMIT in runs.  Line ends are passed through as received (CRLF
+ * removed, to EMIT in runs: a run ends only where a line starts with a dot
+ * or where the input does.  Line ends are passed through as received (CRLF
  * or bare LF); the store normalises them.  No line-length limit applies.
  */
 enum lmtp_dot_state {
