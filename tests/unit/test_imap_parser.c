@@ -12,22 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "protocols/imap/imap_mutf7.h"
 #include "protocols/imap/imap_parser.h"
 #include "protocols/imap/imap_write.h"
-
-static int passed, failed;
-
-#define CHECK(cond)                                                        \
-	do {                                                               \
-		if (cond) {                                                \
-			passed++;                                          \
-		} else {                                                   \
-			failed++;                                          \
-			fprintf(stderr, "%s:%d: check failed: %s\n",       \
-				__FILE__, __LINE__, #cond);                \
-		}                                                          \
-	} while (0)
 
 #define CHECK_STR(got, want)                                               \
 	do {                                                               \
@@ -1646,6 +1634,5 @@ int main(void)
 	test_dates_append();
 	test_writer();
 	test_robustness();
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return check_summary();
 }

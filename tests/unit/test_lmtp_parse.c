@@ -12,20 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "protocols/lmtp/lmtp_parse.h"
-
-static int passed, failed;
-
-#define CHECK(cond)                                                        \
-	do {                                                               \
-		if (cond) {                                                \
-			passed++;                                          \
-		} else {                                                   \
-			failed++;                                          \
-			fprintf(stderr, "%s:%d: check failed: %s\n",       \
-				__FILE__, __LINE__, #cond);                \
-		}                                                          \
-	} while (0)
 
 struct sink {
 	char buf[8192];
@@ -192,6 +180,5 @@ int main(void)
 {
 	test_runs();
 	test_random();
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return check_summary();
 }

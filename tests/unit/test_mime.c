@@ -8,6 +8,7 @@
  * Usage: test_mime [CORPUS_DIR]   (default tests/unit/mime-corpus)
  * MIME_CORPUS_WRITE=1 writes NAME.actual beside each NAME.eml that differs.
  */
+#include "check.h"
 #include "store/mime.h"
 
 #include <dirent.h>
@@ -15,17 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int failures;
-
-#define CHECK(cond)                                                          \
-	do {                                                                 \
-		if (!(cond)) {                                               \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, \
-			        __LINE__, #cond);                            \
-			failures++;                                          \
-		}                                                            \
-	} while (0)
 
 /* ---- a text description of a tree ------------------------------------- */
 
@@ -260,7 +250,7 @@ static void check_find(const mime_tree *t, const struct mime_part *p,
 		size_t n = parse_num(num, path, MIME_MAX_DEPTH + 2);
 		if (mime_find_part(t, path, n) != p) {
 			fprintf(stderr, "%s: part %s not found by number\n", name, num);
-			failures++;
+			failed++;
 		}
 	}
 	char sub[512];
@@ -324,24 +314,24 @@ static void check_roundtrip(const mime_tree *t, const char *msg, size_t len,
 	dump_tree(&a, t, msg);
 	if (mime_serialize(t, &blob, &bl) != 0) {
 		fprintf(stderr, "%s: serialize failed\n", name);
-		failures++;
+		failed++;
 		goto out;
 	}
 	mime_tree *u = mime_load(blob, bl, msg, len);
 	if (!u) {
 		fprintf(stderr, "%s: load failed\n", name);
-		failures++;
+		failed++;
 		goto out;
 	}
 	dump_tree(&b, u, msg);
 	if (a.len != b.len || memcmp(a.data, b.data, a.len) != 0) {
 		fprintf(stderr, "%s: loaded tree differs\n", name);
-		failures++;
+		failed++;
 	}
 	if (mime_serialize(u, &blob2, &bl2) != 0 || bl2 != bl ||
 	    memcmp(blob, blob2, bl) != 0) {
 		fprintf(stderr, "%s: re-serialised blob differs\n", name);
-		failures++;
+		failed++;
 	}
 	CHECK(mime_part_count(u) == mime_part_count(t));
 	mime_free(u);
@@ -375,7 +365,7 @@ static void run_corpus(const char *dir, struct corpus *c)
 	DIR *d = opendir(dir);
 	if (!d) {
 		fprintf(stderr, "cannot open corpus %s\n", dir);
-		failures++;
+		failed++;
 		return;
 	}
 	struct dirent *de;
@@ -399,7 +389,7 @@ static void run_corpus(const char *dir, struct corpus *c)
 		snprintf(path, sizeof(path), "%s/%s.eml", dir, c->names[i]);
 		char *raw = read_file(path, &rawlen);
 		if (!raw) {
-			failures++;
+			failed++;
 			continue;
 		}
 		c->msgs[i] = crlf(raw, rawlen, &c->lens[i]);
@@ -408,7 +398,7 @@ static void run_corpus(const char *dir, struct corpus *c)
 		mime_tree *t = mime_parse(msg, c->lens[i]);
 		if (!t) {
 			fprintf(stderr, "%s: parse failed\n", c->names[i]);
-			failures++;
+			failed++;
 			continue;
 		}
 		struct mime_buf got = { 0 };
@@ -418,7 +408,7 @@ static void run_corpus(const char *dir, struct corpus *c)
 		if (!exp || explen != got.len || memcmp(exp, got.data, got.len)) {
 			fprintf(stderr, "%s: differs from %s.expected\n",
 			        c->names[i], c->names[i]);
-			failures++;
+			failed++;
 			if (write) {
 				snprintf(path, sizeof(path), "%s/%s.actual", dir,
 				         c->names[i]);
@@ -722,10 +712,5 @@ int main(int argc, char **argv)
 	free(c.names);
 	free(c.msgs);
 	free(c.lens);
-	if (failures) {
-		fprintf(stderr, "%d failures\n", failures);
-		return 1;
-	}
-	printf("all mime tests passed\n");
-	return 0;
+	return check_summary();
 }

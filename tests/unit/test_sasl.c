@@ -8,17 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "protocols/sasl.h"
-
-static int failures;
-
-#define CHECK(cond)                                                              \
-	do {                                                                         \
-		if (!(cond)) {                                                           \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-			failures++;                                                          \
-		}                                                                        \
-	} while (0)
 
 /* ---------------------------------------------------------------- stubs */
 
@@ -238,10 +229,5 @@ int main(void)
 	test_scram_vector();
 	test_scram_syntax();
 	test_plain_login();
-	if (failures) {
-		fprintf(stderr, "%d check(s) failed\n", failures);
-		return 1;
-	}
-	printf("test_sasl: all checks passed\n");
-	return 0;
+	return check_summary();
 }

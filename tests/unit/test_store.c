@@ -23,22 +23,10 @@
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 
+#include "check.h"
 #include "store/mime.h"
 #include "store/store.h"
 #include "store/store_int.h"
-
-static int passed, failed;
-
-#define CHECK(cond)                                                          \
-	do {                                                                 \
-		if (cond) {                                                  \
-			passed++;                                            \
-		} else {                                                     \
-			failed++;                                            \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, \
-			        __LINE__, #cond);                            \
-		}                                                            \
-	} while (0)
 
 #define CHECK_EQ(a, b)                                                       \
 	do {                                                                 \
@@ -2369,6 +2357,5 @@ int main(void)
 	test_format_upgrade();
 	test_subscriptions();
 	test_subs_migration();
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return check_summary();
 }
