@@ -119,9 +119,11 @@ say "protocol tests: $p_pass passed, $p_fail failed"
 # ASan and UBSan from its seed corpus; one pass or failure per target.
 FUZZ_SECONDS=${FUZZ_SECONDS:-15}
 say "tests/fuzz/run.sh $FUZZ_SECONDS (libFuzzer targets, clang)"
-fuzz_out=$(tests/fuzz/run.sh "$FUZZ_SECONDS" </dev/null 2>&1 | tee /dev/stderr
-	exit "${PIPESTATUS[0]}")
-fuzz_status=$?
+# Shown as it runs and kept for the count.  (Not `tee /dev/stderr`: with
+# stderr redirected to a file, opening /dev/stderr again truncates it.)
+tests/fuzz/run.sh "$FUZZ_SECONDS" </dev/null 2>&1 | tee "$BUILD/fuzz.log" >&2
+fuzz_status=${PIPESTATUS[0]}
+fuzz_out=$(cat "$BUILD/fuzz.log")
 f_pass=$(printf '%s\n' "$fuzz_out" | grep -c '^fuzz [a-z0-9]*: ok')
 f_fail=$(printf '%s\n' "$fuzz_out" | grep -c '^fuzz [a-z0-9]*: FAILED')
 if [ "$fuzz_status" -ne 0 ] && [ "$f_fail" -eq 0 ]; then
