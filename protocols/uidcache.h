@@ -25,10 +25,10 @@ struct uid_list {
 /*
  * A new reference to the list of MB's messages as of the state T reads (MB
  * must have been read in T), and in *FIRST_UNSEEN, if not NULL, the UID
- * of its first message without \Seen (0: none).  Taken from the cache and brought up to
- * date from the change feed when that is cheap; otherwise every message
- * record is read once, and the result cached.  NULL on failure with *RC
- * set (STORE_TEMPFAIL when out of memory).
+ * of its first message without \Seen (0: none).  Taken from the cache and
+ * brought up to date from the change feed when that is cheap; otherwise
+ * every message record is read once, and the result cached.  NULL on
+ * failure with *RC set (STORE_TEMPFAIL when out of memory).
  */
 struct uid_list *uid_cache_open(store_txn *t, const struct store_mailbox *mb,
                                 uint32_t *first_unseen, int *rc);

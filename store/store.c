@@ -1024,9 +1024,11 @@ static void map_willneed(const store *s, const void *p, size_t len)
 }
 
 /* Per thread: the leaf of the last record read, the forward steps from
- * leaf to nearby leaf in a row, and how far the last request reaches. */
+ * leaf to nearby leaf in a row, and how far the last request reaches; the
+ * last large body asked for (store_body_get). */
 static _Thread_local uintptr_t ra_leaf, ra_end;
 static _Thread_local unsigned ra_run;
+static _Thread_local const void *ra_body;
 
 /* A record at REC was read: if this thread is going through leaves in file
  * order, keep the stretch ahead of it coming. */
@@ -1094,9 +1096,16 @@ int store_body_get(store_txn *t, const uint8_t body_id[32], const char **data,
 	int st = tx_get(t->txn, t->s->db_bodies, body_id, 32, &v);
 	if (st)
 		return st;
-	/* A large body's pages are contiguous: read them ahead as one. */
-	if (v.mv_size >= BODY_AHEAD_MIN)
+	/* A large body's pages are contiguous: read them ahead as one, once.
+	 * POP3 RETR and IMAP FETCH look the body up again for each 64 KiB
+	 * slice they send, and a WILLNEED over a body already cached still
+	 * walks its every page.  (The same address a while later may be
+	 * another body; it then goes without the hint, and is read as it
+	 * is sent.) */
+	if (v.mv_size >= BODY_AHEAD_MIN && v.mv_data != ra_body) {
 		map_willneed(t->s, v.mv_data, v.mv_size);
+		ra_body = v.mv_data;
+	}
 	*data = v.mv_size ? v.mv_data : "";
 	*len = v.mv_size;
 	return STORE_OK;
