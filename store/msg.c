@@ -2,26 +2,20 @@
  * msg.c - store_msg, a message as it is received (LMTP DATA, IMAP APPEND,
  * `onebox deliver`).  Bytes are normalised to CRLF line ends as they are
  * appended, and the line count and the header size are computed on the
- * way.  Sealing a finished message completes its SHA-256 (the body's key
- * in the store) and parses its MIME structure once (DESIGN section 3,
- * "Metadata at ingest"), keeping it serialised: the writer only copies the
- * blob.  A large message arriving over LMTP is hashed on the store's
- * prepare thread while it is still arriving (store_msg_feed), so that
- * sealing it only hashes the last stretch.  The store seals a message with
- * much left to hash on that thread, off the loop, and one with little on
- * the loop as it is submitted (store.c, "the prepare thread"); either way
- * before the writer sees it.  A message is reference counted with atomics:
- * the loop thread and the store's threads (which hold a reference while
- * applying a request) may drop theirs in any order.
+ * way.  Sealing a finished message parses its MIME structure once (DESIGN
+ * section 3, "Metadata at ingest"), keeping it serialised: the writer only
+ * copies the blob.  The store seals a large message on its prepare thread,
+ * off the loop, and a small one on the loop as it is submitted (store.c,
+ * "the prepare thread"); either way before the writer sees it.  A message
+ * is reference counted with atomics: the loop thread and the store's
+ * threads (which hold a reference while applying a request) may drop
+ * theirs in any order.
  */
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <gnutls/crypto.h>
-#include <gnutls/gnutls.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -36,26 +30,14 @@ struct store_msg {
 	size_t len, cap;
 	bool pending_cr;        /* the last input byte was a CR: LF may follow */
 	bool finished;
-	bool sealed;            /* ID and MIME are set (store_msg_seal) */
-	bool failed;            /* out of memory or hash failure: unusable */
+	bool sealed;            /* MIME is set (store_msg_seal) */
+	bool failed;            /* out of memory: unusable */
 	bool header_found;
 	size_t line_len;        /* octets since the last CRLF */
 	uint64_t lines;
 	uint64_t header_size;
-	uint8_t id[32];
 	unsigned char *mime;    /* mime_serialize() of the bytes; NULL if none */
 	size_t mime_len;
-	/* The hash of the first HASHED octets, taken by the prepare thread
-	 * (store_msg_hash_some) while the loop appends the rest.  MU guards
-	 * BUF's address (msg_reserve moves it), HD, HASH_FAILED and SEALED
-	 * between the two; the loop's writes past PUBLISHED, the length the
-	 * other thread may read, need no lock.  QUEUED: in the store's queue
-	 * of messages to hash (store.c). */
-	pthread_mutex_t mu;
-	gnutls_hash_hd_t hd;    /* NULL until the first octets are hashed */
-	bool hash_failed;       /* the prepare thread's hash failed: start over */
-	atomic_size_t hashed, published;
-	atomic_bool queued;
 };
 
 store_msg *store_msg_new(void)
@@ -63,14 +45,7 @@ store_msg *store_msg_new(void)
 	store_msg *m = calloc(1, sizeof *m);
 	if (!m)
 		return NULL;
-	if (pthread_mutex_init(&m->mu, NULL) != 0) {
-		free(m);
-		return NULL;
-	}
 	atomic_init(&m->refs, 1);
-	atomic_init(&m->hashed, 0);
-	atomic_init(&m->published, 0);
-	atomic_init(&m->queued, false);
 	return m;
 }
 
@@ -84,14 +59,12 @@ static bool msg_reserve(store_msg *m, size_t need)
 	size_t cap = m->cap ? m->cap : 4096;
 	while (cap - m->len <= need)
 		cap *= 2;
-	pthread_mutex_lock(&m->mu);     /* the prepare thread may be reading BUF */
 	char *p = realloc(m->buf, cap);
-	if (p) {
-		m->buf = p;
-		m->cap = cap;
-	}
-	pthread_mutex_unlock(&m->mu);
-	return p != NULL;
+	if (!p)
+		return false;
+	m->buf = p;
+	m->cap = cap;
+	return true;
 }
 
 /* A CRLF was just written ending at offset END: count the line and note
@@ -190,7 +163,6 @@ void store_msg_append(store_msg *m, const char *p, size_t len)
 	}
 	m->len = (size_t)(o - m->buf);
 	m->buf[m->len] = '\0';
-	atomic_store_explicit(&m->published, m->len, memory_order_release);
 }
 
 /* Parse and serialise the MIME structure.  A failure (out of memory) only
@@ -229,7 +201,6 @@ size_t store_msg_finish(store_msg *m)
 		m->buf[m->len++] = '\n';
 		m->buf[m->len] = '\0';
 		msg_line_end(m, m->len);
-		atomic_store_explicit(&m->published, m->len, memory_order_release);
 	}
 	if (m->line_len > 0)
 		m->lines++;     /* a last line without its CRLF still counts */
@@ -239,97 +210,19 @@ out:
 	return m->len;
 }
 
-/* With M->mu held: hash what has been published past HASHED, at most
- * LIMIT octets.  False on a hash failure. */
-static bool msg_hash_locked(store_msg *m, size_t limit)
-{
-	size_t from = atomic_load_explicit(&m->hashed, memory_order_relaxed);
-	size_t to = atomic_load_explicit(&m->published, memory_order_acquire);
-	if (to <= from)
-		return true;
-	if (to - from > limit)
-		to = from + limit;
-	if (!m->hd && gnutls_hash_init(&m->hd, GNUTLS_DIG_SHA256) != 0) {
-		m->hd = NULL;
-		return false;
-	}
-	if (gnutls_hash(m->hd, m->buf + from, to - from) != 0)
-		return false;
-	atomic_store_explicit(&m->hashed, to, memory_order_relaxed);
-	return true;
-}
-
-/* A step of the prepare thread's hashing holds M->mu, so the loop's next
- * realloc of the buffer waits at most that long (about 0.1 ms), and so
- * does a request queued behind it. */
-#define HASH_STEP ((size_t)64 << 10)
-
-bool store_msg_hash_some(store_msg *m)
-{
-	if (!m)
-		return false;
-	pthread_mutex_lock(&m->mu);
-	size_t before = atomic_load_explicit(&m->hashed, memory_order_relaxed);
-	bool full = false;
-	if (!m->sealed && !m->hash_failed) {
-		if (!msg_hash_locked(m, HASH_STEP))
-			m->hash_failed = true;  /* the seal hashes it all instead */
-		else
-			full = atomic_load_explicit(&m->hashed, memory_order_relaxed) - before ==
-			       HASH_STEP;
-	}
-	pthread_mutex_unlock(&m->mu);
-	return full;
-}
-
-size_t store_msg_unhashed(const store_msg *m)
-{
-	if (!m)
-		return 0;
-	size_t hashed = atomic_load_explicit(&m->hashed, memory_order_relaxed);
-	return atomic_load_explicit(&m->published, memory_order_acquire) - hashed;
-}
-
-bool store_msg_queued_set(store_msg *m, bool on)
-{
-	/* A plain load first: the loop asks after every chunk, and the
-	 * exchange would take the line from the prepare thread each time. */
-	if (!m || atomic_load_explicit(&m->queued, memory_order_relaxed) == on)
-		return false;
-	return atomic_exchange(&m->queued, on) != on;
-}
-
-/* Hash what the prepare thread has not (all of a message never fed to
- * it: about 0.15 ms for 256 KiB on the benchmark machine, SHA-NI), then
- * parse the MIME structure. */
+/* Parse the MIME structure of a finished message, once. */
 void store_msg_seal(store_msg *m)
 {
 	if (!m || !m->finished || m->sealed)
 		return;
-	pthread_mutex_lock(&m->mu);
 	m->sealed = true;
-	bool ok = !m->failed;
-	if (ok && m->hd && !m->hash_failed) {
-		ok = msg_hash_locked(m, SIZE_MAX);
-		gnutls_hash_deinit(m->hd, ok ? m->id : NULL);
-		m->hd = NULL;
-	} else if (ok) {
-		ok = gnutls_hash_fast(GNUTLS_DIG_SHA256, store_msg_data(m), m->len, m->id) == 0;
-	}
-	pthread_mutex_unlock(&m->mu);
-	if (!ok) {
-		m->failed = true;
-		return;
-	}
-	msg_parse_mime(m);
+	if (!m->failed)
+		msg_parse_mime(m);
 }
 
-/* The MIME parse costs about what hashing an eighth of the bytes does
- * (perf, the benchmark's messages): a large message the prepare thread
- * has hashed still goes there for its parse, off the loop. */
 size_t store_msg_unsealed(const store_msg *m)
 {
-	return m && !m->sealed ? store_msg_unhashed(m) + m->len / 8 : 0;
+	return m && !m->sealed ? m->len : 0;
 }
 
 size_t store_msg_size(const store_msg *m)
@@ -352,9 +245,6 @@ void store_msg_unref(store_msg *m)
 {
 	if (!m || atomic_fetch_sub(&m->refs, 1) != 1)
 		return;
-	if (m->hd)
-		gnutls_hash_deinit(m->hd, NULL);
-	pthread_mutex_destroy(&m->mu);
 	free(m->mime);
 	free(m->buf);
 	free(m);
@@ -368,7 +258,6 @@ bool store_msg_info_get(const store_msg *m, struct store_msg_info *out)
 	out->size = m->len;
 	out->lines = m->lines;
 	out->header_size = m->header_size;
-	memcpy(out->id, m->id, sizeof out->id);
 	out->mime = m->mime;
 	out->mime_len = m->mime ? m->mime_len : 0;
 	return true;

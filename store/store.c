@@ -7,8 +7,8 @@
  * commit of queued requests, map growth on MDB_MAP_FULL), the hand-back of
  * finished requests to the libuv loop, and the change notifications
  * (watches, plus a timer that notices commits made by other processes).
- * Message reception (CRLF normalisation, hashing, the MIME parse at
- * ingest) lives in msg.c.
+ * Message reception (CRLF normalisation, the MIME parse at ingest) lives
+ * in msg.c.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -32,10 +32,13 @@
 
 /* meta "format": magic and version.  Format 2 (2026-11-22) keeps a new
  * body's info record next to its bytes, where an older onebox would not
- * look: it must refuse such a store.  Format 1 stores are read as they
- * are and become format 2 when opened for writing (docs/store.md). */
-#define STORE_FORMAT "onebox-store 2"
+ * look; format 3 (2026-12-07) numbers new bodies (body_id_make), which an
+ * older onebox would read but serve under one EMAILID.  An older onebox
+ * must refuse a newer store.  Format 1 and 2 stores are read as they are
+ * and become format 3 when opened for writing (docs/store.md). */
+#define STORE_FORMAT "onebox-store 3"
 #define STORE_FORMAT_1 "onebox-store 1"
+#define STORE_FORMAT_2 "onebox-store 2"
 #define DEFAULT_MAP_SIZE ((size_t)1 << 30)
 #define NAME_MAX_LEN 255                /* user and mailbox names, octets */
 #define HASH_MAX_LEN 511                /* crypt(3) strings are far shorter */
@@ -59,7 +62,13 @@ struct store_watch {
 	bool dead;              /* removed while watchers were being called */
 };
 
-#define HASHQ_MAX 64
+/* The bodies the writer wrote last, by fingerprint (body_new). */
+#define RECENT_BODIES 1024
+
+struct recent_body {
+	uint64_t fp;            /* body_fingerprint of the bytes */
+	uint64_t num;           /* the body's number; 0: an empty slot */
+};
 
 struct store {
 	MDB_env *env;
@@ -94,12 +103,9 @@ struct store {
 	 * writer wakes the runway thread. */
 	uint64_t used_end, runway_end, runway_wake_at;
 	/* The prepare thread (below): requests waiting for it, in order, and
-	 * whether it is working on one; messages still arriving whose bytes
-	 * it is to hash (a ring of HASHQ_MAX, each holding a reference). */
+	 * whether it is working on one. */
 	store_req *prep_head, *prep_tail;
 	bool prep_busy;
-	store_msg *hashq[HASHQ_MAX];
-	size_t hashq_first, hashq_n;
 	uv_cond_t prep_cond;
 	uv_thread_t prep_thread;
 	bool prep_started;
@@ -109,6 +115,8 @@ struct store {
 	bool runway_off;        /* the file system has no fallocate: given up */
 	int runway_fd;
 	size_t psize;           /* LMDB's page size */
+	/* Write txns only (they are one at a time): body_new's window. */
+	struct recent_body recent[RECENT_BODIES];
 
 	/* Loop thread only. */
 	uv_async_t *async;
@@ -496,6 +504,10 @@ static void message_encode(const struct store_message *m, uint8_t buf[MSG_REC_SI
  * with that database's new root anyway.
  */
 #define COMMIT_KEY "onebox.txn"
+
+/* Beside it, the same way and for the same reason costing no page: the
+ * number the next new body gets (body_number_next). */
+#define BODY_NEXT_KEY "onebox.body-next"
 
 /*
  * A body's info record: u32 refcount, u32 size, u32 lines, u32
@@ -1210,6 +1222,9 @@ struct wtx {
 	uint32_t *touched;
 	size_t ntouched, captouched;
 	bool oom;
+	/* The next new body's number (0: not read in this txn yet), and what
+	 * it was when read: write_run stores it if it moved. */
+	uint64_t body_next, body_read;
 };
 
 static int w_fail(struct wtx *w, int rc)
@@ -1556,9 +1571,8 @@ static int body_refs_set(struct wtx *w, const uint8_t id[32], const struct info_
 	return info_put(w, l, info, NULL, 0);
 }
 
-/* Take a reference on body ID, writing the bytes (and their MIME blob)
- * only if it is new: this is what makes one message to 30 recipients cost
- * one body. */
+/* Take a reference on body ID, which must exist; MI, if not NULL, holds
+ * the same bytes (their blob may be new to an old body). */
 static int body_ref(struct wtx *w, const uint8_t id[32], const struct store_msg_info *mi)
 {
 	MDB_val v;
@@ -1572,10 +1586,138 @@ static int body_ref(struct wtx *w, const uint8_t id[32], const struct store_msg_
 			return STORE_INVALID;
 		return body_refs_set(w, id, &l, &v, refs + 1, mi);
 	}
-	if (st != STORE_NOTFOUND)
+	return st == STORE_NOTFOUND ? STORE_CORRUPT : st; /* a missing body */
+}
+
+/*
+ * A body's id, its key in `bodies`: eight zero octets, the body's number
+ * (big-endian u64), sixteen zero octets.  Numbers rise, so every new body
+ * and its info record go at the end of the ids' range, into the same few
+ * leaves, which the cache keeps: a key spread at random over the tree, as
+ * a content hash is, made each delivery read a leaf back from the disk
+ * under memory pressure (docs/benchmarks.md).  A body written before
+ * 2026-12-07 is keyed by the SHA-256 of its bytes, which starts with
+ * eight zero octets with a chance of 2^-64; both kinds are read alike.
+ */
+static void body_id_make(uint64_t num, uint8_t id[32])
+{
+	memset(id, 0, 32);
+	be64_put(id + 8, num);
+}
+
+uint64_t store_body_number(const uint8_t body_id[32])
+{
+	static const uint8_t zero[16];
+	if (memcmp(body_id, zero, 8) != 0 || memcmp(body_id + 16, zero, 16) != 0)
+		return 0;
+	return be64_get(body_id + 8);
+}
+
+/* The highest number of a body in `bodies` (0 if none), at the end of
+ * the ids' range. */
+static int body_number_last(struct wtx *w, uint64_t *out)
+{
+	MDB_cursor *c;
+	int rc = mdb_cursor_open(w->txn, w->s->db_bodies, &c);
+	if (rc)
+		return w_fail(w, rc);
+	uint8_t k[32];
+	memset(k, 0, 8);
+	memset(k + 8, 0xff, 24);        /* past every id's number */
+	MDB_val key = val_of(k, sizeof k), v;
+	rc = mdb_cursor_get(c, &key, &v, MDB_SET_RANGE);
+	rc = mdb_cursor_get(c, &key, &v, rc == MDB_NOTFOUND ? MDB_LAST : MDB_PREV);
+	static const uint8_t zero[8];
+	*out = 0;
+	if (rc == 0 && key.mv_size >= 16 && memcmp(key.mv_data, zero, 8) == 0)
+		*out = be64_get((const uint8_t *)key.mv_data + 8);
+	mdb_cursor_close(c);
+	return rc && rc != MDB_NOTFOUND ? w_fail(w, rc) : STORE_OK;
+}
+
+/* The number of the new body the writer adds next.  Numbers are never
+ * given twice (an EMAILID names one content for good, RFC 8474 section
+ * 5.1), so the next one is kept under BODY_NEXT_KEY, read once a txn and
+ * written back before its commit (write_run); a store that has none yet
+ * starts past the highest number in `bodies`. */
+static int body_number_next(struct wtx *w, uint64_t *out)
+{
+	if (w->body_next == 0) {
+		MDB_val v;
+		int st = w_get(w, w->s->db_main, BODY_NEXT_KEY, strlen(BODY_NEXT_KEY), &v);
+		if (st == STORE_OK && v.mv_size == 8) {
+			w->body_next = be64_get(v.mv_data);
+		} else if (st == STORE_OK || st == STORE_NOTFOUND) {
+			uint64_t last;
+			if ((st = body_number_last(w, &last)) != 0)
+				return st;
+			w->body_next = last + 1;
+		} else {
+			return st;
+		}
+		w->body_read = w->body_next;
+	}
+	if (w->body_next == 0 || w->body_next == UINT64_MAX)
+		return STORE_INVALID;   /* 2^64 bodies: not in this universe */
+	*out = w->body_next++;
+	return STORE_OK;
+}
+
+/* What body_new tells bodies apart by before comparing them: the size and
+ * a mix of the first and the last 4 KiB (the Received lines on top and
+ * the end of the text differ between any two messages but copies). */
+#define FP_SPAN 4096
+
+static uint64_t fp_mix(uint64_t h, const char *p, size_t n)
+{
+	for (size_t i = 0; i + 8 <= n; i += 8) {
+		uint64_t x;
+		memcpy(&x, p + i, 8);
+		h = (h ^ x) * 0x9e3779b97f4a7c15u;
+		h ^= h >> 29;
+	}
+	for (size_t i = n & ~(size_t)7; i < n; i++)
+		h = (h ^ (uint8_t)p[i]) * 0x100000001b3u;
+	return h;
+}
+
+static uint64_t body_fingerprint(const struct store_msg_info *mi)
+{
+	size_t n = mi->size;
+	uint64_t h = fp_mix(0xcbf29ce484222325u ^ n, mi->data, n < FP_SPAN ? n : FP_SPAN);
+	if (n > FP_SPAN)
+		h = fp_mix(h, mi->data + (n > 2 * FP_SPAN ? n - FP_SPAN : FP_SPAN),
+		           n > 2 * FP_SPAN ? FP_SPAN : n - FP_SPAN);
+	return h;
+}
+
+/*
+ * Store the bytes of MI as a body and set ID to it, with a reference
+ * taken.  The same bytes as one of the bodies written last (RECENT_BODIES
+ * of them, by fingerprint, then compared octet by octet) take a reference
+ * on that body instead: one message to 30 recipients costs one body, in
+ * one LMTP transaction or in several close together, as an MTA splits a
+ * long recipient list.  Any other copy costs a body of its own, its
+ * bytes being looked for nowhere else (docs/store.md, "Single instance").
+ */
+static int body_new(struct wtx *w, const struct store_msg_info *mi, uint8_t id[32])
+{
+	uint64_t fp = body_fingerprint(mi);
+	struct recent_body *rb = &w->s->recent[fp % RECENT_BODIES];
+	MDB_val v;
+	if (rb->num && rb->fp == fp) {
+		body_id_make(rb->num, id);
+		/* The slot may name a body since deleted, or one of an aborted
+		 * txn whose number went to other bytes: the bytes decide. */
+		if (w_get(w, w->s->db_bodies, id, 32, &v) == STORE_OK && v.mv_size == mi->size &&
+		    memcmp(v.mv_data, mi->data, mi->size) == 0)
+			return body_ref(w, id, mi);
+	}
+	uint64_t num;
+	int st = body_number_next(w, &num);
+	if (st)
 		return st;
-	if (!mi)
-		return STORE_CORRUPT;   /* a message refers to a missing body */
+	body_id_make(num, id);
 	uint8_t info[BODY_INFO_SIZE];
 	be32_put(info, 1);
 	be32_put(info + 4, (uint32_t)mi->size);
@@ -1583,8 +1725,13 @@ static int body_ref(struct wtx *w, const uint8_t id[32], const struct store_msg_
 	be32_put(info + 12, (uint32_t)mi->header_size);
 	if ((st = w_put(w, w->s->db_bodies, id, 32, mi->data, mi->size)) != 0)
 		return st;
+	struct info_loc l;
 	info_loc_new(w->s, id, &l);
-	return info_put(w, &l, info, mi->mime, mi->mime ? mi->mime_len : 0);
+	if ((st = info_put(w, &l, info, mi->mime, mi->mime ? mi->mime_len : 0)) != 0)
+		return st;
+	rb->fp = fp;
+	rb->num = num;
+	return STORE_OK;
 }
 
 /* Drop a reference; the bytes go when the last one does. */
@@ -2001,11 +2148,11 @@ static int msg_store(struct wtx *w, struct urec *u, struct mrec *mb,
 {
 	if (!quota_allows(u, mi->size))
 		return STORE_OVERQUOTA;
-	int st = body_ref(w, mi->id, mi);
-	if (st)
-		return st;
 	struct store_message m;
 	memset(&m, 0, sizeof m);
+	int st = body_new(w, mi, m.body_id);
+	if (st)
+		return st;
 	m.flags = flags & SYSTEM_FLAGS;
 	m.keywords = keywords;
 	m.internal_date = date ? date : w->now;
@@ -2013,7 +2160,6 @@ static int msg_store(struct wtx *w, struct urec *u, struct mrec *mb,
 	m.size = (uint32_t)mi->size;
 	m.lines = mi->lines > UINT32_MAX ? UINT32_MAX : (uint32_t)mi->lines;
 	m.header_size = (uint32_t)mi->header_size;
-	memcpy(m.body_id, mi->id, 32);
 	if ((st = msg_insert(w, mb, &m)) != 0)
 		return st;
 	u->u.used_bytes += m.size;
@@ -2529,6 +2675,7 @@ static int write_run(store *s, store_req **reqs, size_t n, struct wtx *w, bool *
 		w->fatal = 0;
 		w->ntouched = 0;
 		w->oom = false;
+		w->body_next = w->body_read = 0;
 		int rc = txn_begin(s, 0, &txn);
 		if (rc)
 			return rc;
@@ -2543,6 +2690,11 @@ static int write_run(store *s, store_req **reqs, size_t n, struct wtx *w, bool *
 			req_apply(w, txn, reqs[i]);
 		if (rc == 0 && !w->fatal)
 			purge_expunged(w);
+		if (rc == 0 && !w->fatal && w->body_next != w->body_read) {
+			be64_put(idb, w->body_next);
+			if (w_put(w, s->db_main, BODY_NEXT_KEY, strlen(BODY_NEXT_KEY), idb, 8) != 0)
+				rc = w->fatal ? w->fatal : MDB_PANIC;
+		}
 		if (rc == 0 && w->fatal)
 			rc = w->fatal;
 		if (rc)
@@ -3183,32 +3335,25 @@ static void on_async(uv_async_t *h)
 /* ------------------------------------------------------ the prepare thread */
 
 /*
- * A message's SHA-256 (its key) took about 1.4 ms of CPU per MiB on the
- * benchmark machine; on the loop thread it held up every other session
- * while a large message was hashed, and was 45% of the loop's time at ten
- * LMTP senders of 256 KiB (docs/store.md).  A request with PREP_MIN
- * octets or more of sealing left (store_msg_unsealed: what is not hashed
- * yet, and the MIME parse) goes to the prepare thread, which seals it
- * and passes it on to the writer; smaller ones are sealed on the loop,
- * where a hand-off to another thread would cost more than it saves.
- * Every request submitted while the prepare thread holds one queues
- * behind it, so the writer still applies requests in the order they were
- * submitted.
- *
- * Between requests the thread hashes messages that are still arriving
- * (store_msg_feed): an LMTP sender's message is then mostly hashed by its
- * final ".", and a lone sender of 256 KiB waits for the last stretch only
- * instead of the whole hash (docs/benchmarks.md).  Requests come first:
- * the writer waits for them, and a message left unhashed is only hashed
- * later, at its seal.
+ * Sealing a message parses its MIME structure: 34 us for the benchmark's
+ * 256 KiB messages, about 0.13 ms a MiB (perf).  A request with PREP_MIN
+ * octets or more of messages to parse goes to the prepare thread, which
+ * seals it and passes it on to the writer, so that one large message does
+ * not hold up every other session on the loop; smaller ones are sealed on
+ * the loop, where a hand-off to a sleeping thread (25-45 us to wake it
+ * on the benchmark machine) would cost more than the parse.  Every
+ * request submitted while the prepare thread holds one queues behind it,
+ * so the writer still applies requests in the order they were submitted.
  */
-#define PREP_MIN ((size_t)64 << 10)
+#define PREP_MIN ((size_t)1 << 20)
 
+/* One message to many recipients is one operation per recipient, side by
+ * side, and one parse: it counts once. */
 static size_t req_unsealed(const store_req *r)
 {
 	size_t n = 0;
 	for (size_t i = 0; i < r->n; i++)
-		if (r->ops[i].msg)
+		if (r->ops[i].msg && (i == 0 || r->ops[i].msg != r->ops[i - 1].msg))
 			n += store_msg_unsealed(r->ops[i].msg);
 	return n;
 }
@@ -3217,30 +3362,6 @@ static void req_seal(store_req *r)
 {
 	for (size_t i = 0; i < r->n; i++)
 		store_msg_seal(r->ops[i].msg);
-}
-
-/*
- * Read, in a short read txn, the `bodies` leaf that each message of R will
- * be stored in.  Bodies are keyed by their hash, so every new one lands on
- * a random leaf: the one page of a delivery the writer cannot expect to
- * find cached.  If the kernel has evicted it, the read from the disk
- * happens here, on the prepare thread, rather than inside the writer's
- * txn, where every request of the batch would wait for it
- * (docs/benchmarks.md, "The lmtp scenario on 2026-12-07").
- */
-static void req_prefetch(store *s, store_req *r)
-{
-	store_txn *t = store_read_begin(s);
-
-	if (!t)
-		return;
-	for (size_t i = 0; i < r->n; i++) {
-		struct store_msg_info mi;
-		MDB_val v;
-		if (r->ops[i].msg && store_msg_info_get(r->ops[i].msg, &mi))
-			(void)tx_get(t->txn, s->db_bodies, mi.id, 32, &v);
-	}
-	store_read_end(t);
 }
 
 /* With S->mu held: queue R for the writer. */
@@ -3255,69 +3376,14 @@ static void writer_enqueue(store *s, store_req *r)
 	uv_cond_signal(&s->cond);
 }
 
-/* With S->mu held: take the first message of the hash queue. */
-static store_msg *hashq_pop(store *s)
-{
-	store_msg *m = s->hashq[s->hashq_first];
-	s->hashq_first = (s->hashq_first + 1) % HASHQ_MAX;
-	s->hashq_n--;
-	return m;
-}
-
-/* With S->mu held and room in the queue: put M at its end. */
-static void hashq_push(store *s, store_msg *m)
-{
-	s->hashq[(s->hashq_first + s->hashq_n++) % HASHQ_MAX] = m;
-}
-
-/* Drop the hash queue's message M: out of the queue, and its reference. */
-static void hashq_release(store_msg *m)
-{
-	store_msg_queued_set(m, false);
-	store_msg_unref(m);
-}
-
-void store_msg_feed(store *s, store_msg *m)
-{
-	if (!s || !s->prep_started || store_msg_unhashed(m) < PREP_MIN)
-		return;
-	if (!store_msg_queued_set(m, true))
-		return;                         /* queued already */
-	store_msg_ref(m);
-	uv_mutex_lock(&s->mu);
-	bool room = s->hashq_n < HASHQ_MAX && !s->stopping;
-	if (room) {
-		hashq_push(s, m);
-		uv_cond_signal(&s->prep_cond);
-	}
-	uv_mutex_unlock(&s->mu);
-	if (!room)
-		hashq_release(m);       /* its seal hashes what is left */
-}
-
 static void prep_main(void *arg)
 {
 	store *s = arg;
 	uv_mutex_lock(&s->mu);
 	for (;;) {
-		while (!s->prep_head && !s->hashq_n && !s->stopping)
+		while (!s->prep_head && !s->stopping)
 			uv_cond_wait(&s->prep_cond, &s->mu);
 		store_req *r = s->prep_head;
-		if (!r && s->hashq_n && !s->stopping) {
-			/* One stretch, then to the back of the queue if more is
-			 * waiting: a request waits for one stretch at most, and
-			 * the senders' messages take turns. */
-			store_msg *m = hashq_pop(s);
-			uv_mutex_unlock(&s->mu);
-			bool again = store_msg_hash_some(m) && store_msg_unhashed(m) >= PREP_MIN;
-			uv_mutex_lock(&s->mu);
-			/* Feeds may have filled the queue meanwhile. */
-			if (again && s->hashq_n < HASHQ_MAX)
-				hashq_push(s, m);
-			else
-				hashq_release(m);
-			continue;
-		}
 		if (!r)
 			break;                  /* stopping, and nothing left */
 		s->prep_head = r->next;
@@ -3326,7 +3392,6 @@ static void prep_main(void *arg)
 		s->prep_busy = true;
 		uv_mutex_unlock(&s->mu);
 		req_seal(r);
-		req_prefetch(s, r);
 		uv_mutex_lock(&s->mu);
 		s->prep_busy = false;
 		writer_enqueue(s, r);
@@ -3569,7 +3634,8 @@ static int subs_migrate(store *s, MDB_txn *txn)
  * of a new store; the map grows if even that does not fit.  Used for a new
  * store, and for an older one opened for writing: it gets the databases it
  * lacks (keywords, body_mime, subscriptions), and the current format
- * string (format 1 becomes 2: nothing else to change, see STORE_FORMAT).
+ * string (formats 1 and 2 become 3: nothing else to change, see
+ * STORE_FORMAT).
  * Whether `subscriptions` is new is asked inside the write txn, so two
  * processes opening an old store at once migrate it only once.
  */
@@ -3635,7 +3701,7 @@ static int open_dbs(store *s, const char *path, char *err, size_t errlen)
 	};
 	size_t ndbs = sizeof dbs / sizeof dbs[0];
 	size_t nrequired = ndbs - 3;
-	bool late_missing = false, subs_missing = false, format1 = false;
+	bool late_missing = false, subs_missing = false, format_old = false;
 	MDB_txn *txn;
 	int rc = txn_begin(s, MDB_RDONLY, &txn);
 	if (rc) {
@@ -3655,9 +3721,11 @@ static int open_dbs(store *s, const char *path, char *err, size_t errlen)
 		MDB_val v;
 		if (rc == 0)
 			rc = tx_get(txn, s->db_meta, "format", 6, &v) == STORE_OK ? 0 : MDB_NOTFOUND;
-		if (rc == 0 && v.mv_size == strlen(STORE_FORMAT_1) &&
-		    memcmp(v.mv_data, STORE_FORMAT_1, v.mv_size) == 0)
-			format1 = true;
+		if (rc == 0 && ((v.mv_size == strlen(STORE_FORMAT_1) &&
+		                 memcmp(v.mv_data, STORE_FORMAT_1, v.mv_size) == 0) ||
+		                (v.mv_size == strlen(STORE_FORMAT_2) &&
+		                 memcmp(v.mv_data, STORE_FORMAT_2, v.mv_size) == 0)))
+			format_old = true;
 		else if (rc == 0 && (v.mv_size != strlen(STORE_FORMAT) ||
 		                     memcmp(v.mv_data, STORE_FORMAT, v.mv_size) != 0)) {
 			set_err(err, errlen, "%s/data.mdb is an LMDB file of another format "
@@ -3696,7 +3764,7 @@ static int open_dbs(store *s, const char *path, char *err, size_t errlen)
 		set_err(err, errlen, "%s: %s", path, mdb_strerror(rc));
 		return status_of(rc);
 	}
-	if (!empty && !late_missing && !subs_missing && !format1) {
+	if (!empty && !late_missing && !subs_missing && !format_old) {
 		s->have_late_dbs = true;
 		s->have_subs = true;
 		return STORE_OK;
@@ -3916,8 +3984,6 @@ void store_close(store *s)
 		if (s->prep_started) {
 			uv_thread_join(&s->prep_thread);
 			uv_cond_destroy(&s->prep_cond);
-			while (s->hashq_n)
-				hashq_release(hashq_pop(s));
 		}
 		uv_thread_join(&s->thread);
 		deliver_done(s);

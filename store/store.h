@@ -1,6 +1,6 @@
 /*
  * store.h - the onebox message store: users, mailboxes, messages, flags,
- * the change feed, and message bodies stored once by content hash.
+ * the change feed, and message bodies stored once, shared by reference.
  *
  * One LMDB environment holds everything.  Reads are short LMDB read
  * transactions taken by the caller (store_read_begin); writes are described
@@ -195,7 +195,7 @@ struct store_message {
 	uint32_t size;          /* octets, CRLF line ends: exactly what is served */
 	uint32_t lines;         /* number of lines (for TOP and BODY line counts) */
 	uint32_t header_size;   /* octets of the header including the blank line */
-	uint8_t body_id[32];    /* SHA-256 of the bytes: the body's key */
+	uint8_t body_id[32];    /* the body's key (store_body_number) */
 };
 
 /* Look up one message by UID.  STORE_OK or STORE_NOTFOUND (expunged). */
@@ -209,6 +209,11 @@ int store_message_get(store_txn *t, uint32_t mailbox_id, uint32_t uid,
  */
 int store_message_foreach(store_txn *t, uint32_t mailbox_id, uint32_t first_uid,
                           int (*fn)(const struct store_message *, void *), void *arg);
+
+/* The number of body BODY_ID: bodies are numbered as they are written,
+ * and a number is never given twice.  0 for a body written before
+ * 2026-12-07, whose id is the SHA-256 of its bytes. */
+uint64_t store_body_number(const uint8_t body_id[32]);
 
 /*
  * Point *DATA at the stored bytes of body BODY_ID (CRLF line ends) and set
@@ -241,8 +246,7 @@ int store_changes_since(store_txn *t, uint32_t mailbox_id, uint64_t since,
 /*
  * A message being received.  Bytes are appended as they arrive; line ends
  * are normalised to CRLF (a bare LF or bare CR becomes CRLF) and the line
- * counts are computed on the way, and the content hash too once the
- * message is fed to the store (store_msg_feed).  A store_msg is reference
+ * counts are computed on the way.  A store_msg is reference
  * counted so one received message can be delivered to many recipients and
  * stored once.
  */
@@ -254,11 +258,6 @@ size_t store_msg_size(const store_msg *m); /* octets so far, after normalising *
 const char *store_msg_data(const store_msg *m);
 void store_msg_ref(store_msg *m);
 void store_msg_unref(store_msg *m);
-/* Tell the store of a message still arriving (LMTP calls it after each
- * append): once enough octets are waiting, its prepare thread hashes them
- * while the rest arrives, so that less is left to do at the final ".".
- * Cheap when there is nothing to do; a no-op on a synchronous store. */
-void store_msg_feed(store *s, store_msg *m);
 
 /*
  * A write request: an ordered list of operations applied atomically (all or

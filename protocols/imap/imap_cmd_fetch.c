@@ -308,14 +308,25 @@ static void write_internaldate(struct imap_wbuf *w, int64_t when)
 	imap_write_str(w, buf);
 }
 
-/* RFC 8474 §5.1: "M" and the first 24 hex digits (96 bits) of the body's
- * SHA-256.  A COPY or MOVE shares the body, so the id survives both; two
- * messages with identical bytes share one too, which §5.1 permits. */
+/* RFC 8474 §5.1: "E" and the body's number in 16 hex digits; for a body
+ * stored before bodies were numbered, "M" and the first 24 hex digits (96
+ * bits) of its SHA-256, as it always was (an EMAILID does not change).  A
+ * COPY or MOVE shares the body, so the id survives both; two messages
+ * with identical bytes may share one too, which §5.1 permits, and a number
+ * is never given to other bytes. */
 static void write_emailid(struct imap_wbuf *w, const uint8_t body_id[32])
 {
 	static const char hex[] = "0123456789abcdef";
 	char id[1 + 24];
+	uint64_t num = store_body_number(body_id);
 
+	if (num) {
+		id[0] = 'E';
+		for (size_t i = 0; i < 16; i++)
+			id[1 + i] = hex[(num >> (60 - 4 * i)) & 0xf];
+		imap_write_bytes(w, id, 1 + 16);
+		return;
+	}
 	id[0] = 'M';
 	for (size_t i = 0; i < 12; i++) {
 		id[1 + 2 * i] = hex[body_id[i] >> 4];

@@ -426,7 +426,6 @@ static void lmtp_data_emit(void *arg, const char *p, size_t len)
 		return;
 	}
 	store_msg_append(s->msg, p, len);
-	store_msg_feed(conn_store(s->c), s->msg);
 }
 
 /* ------------------------------------------------------------ commands */

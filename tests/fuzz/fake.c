@@ -357,14 +357,6 @@ void store_req_submit(store *s, store_req *r, store_req_cb cb, void *arg)
 	fake_defer(fake_req_done, r);
 }
 
-/* The fake store has no prepare thread: nothing to hash ahead. */
-void store_msg_feed(store *s, store_msg *m)
-{
-	(void)m;
-	if (s != fake_store)
-		fake_fail("store_msg_feed on a foreign store");
-}
-
 /* ------------------------------------------------------------- driving */
 
 /* "#fuzz: word word ..." as the first line sets the options. */

@@ -20,8 +20,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <gnutls/crypto.h>
-#include <gnutls/gnutls.h>
 
 #include "check.h"
 #include "store/mime.h"
@@ -328,11 +326,21 @@ static void test_deliver(void)
 	CHECK_EQ(u.used_messages, 3);
 	store_read_end(t);
 
-	/* The SHA-256 of the stored bytes is the body id. */
-	uint8_t digest[32];
-	gnutls_hash_fast(GNUTLS_DIG_SHA256, MSG1, strlen(MSG1), digest);
+	/* Bodies are numbered as they are written: three bodies, three
+	 * rising numbers, and the id is eight zero octets and the number. */
+	struct store_message m2, m3;
 	CHECK_EQ(msg_get(s, in.id, 1, &m), STORE_OK);
-	CHECK(memcmp(digest, m.body_id, 32) == 0);
+	CHECK_EQ(msg_get(s, in.id, 2, &m2), STORE_OK);
+	CHECK_EQ(msg_get(s, sent.id, 1, &m3), STORE_OK);
+	CHECK_EQ(store_body_number(m.body_id), 1);
+	CHECK_EQ(store_body_number(m2.body_id), 2);
+	CHECK_EQ(store_body_number(m3.body_id), 3);
+	store_close(s);
+	/* Numbering goes on after a reopen (the tree, not memory, says). */
+	s = open_sync(dir, NULL);
+	CHECK_EQ(deliver(s, "alice", NULL, "Subject: four\r\n\r\nz\r\n", 0), STORE_OK);
+	CHECK_EQ(msg_get(s, in.id, 3, &m), STORE_OK);
+	CHECK_EQ(store_body_number(m.body_id), 4);
 	store_close(s);
 	rmtree(dir);
 }
@@ -471,8 +479,7 @@ static size_t crlf_reference(const char *in, size_t len, char *out)
 }
 
 /* Random text rich in CR, LF and long plain runs, cut into random chunks:
- * the normalised bytes must be the reference's, and so must the SHA-256
- * the store keys the body by. */
+ * the normalised bytes must be the reference's. */
 static void test_crlf_random(void)
 {
 	static const char alphabet[] = "\r\n\r\nab\0cdefghij";
@@ -501,78 +508,16 @@ static void test_crlf_random(void)
 				n = len - at;
 			store_msg_append(m, in + at, n);
 			at += n;
-			/* Half the rounds hash as they go, as the prepare thread
-			 * does (store_msg_feed); the seal hashes the rest. */
-			if (round % 2 && rand_r(&seed) % 3 == 0)
-				store_msg_hash_some(m);
 		}
 		size_t got = store_msg_finish(m);
 		store_msg_seal(m);
 		struct store_msg_info info;
-		uint8_t digest[32];
-		gnutls_hash_fast(GNUTLS_DIG_SHA256, want, wlen, digest);
 		if (got != wlen || memcmp(store_msg_data(m), want, wlen) != 0 ||
-		    !store_msg_info_get(m, &info) || memcmp(info.id, digest, 32) != 0)
+		    !store_msg_info_get(m, &info) || info.size != wlen)
 			bad++;
 		store_msg_unref(m);
 	}
 	CHECK_EQ(bad, 0);
-}
-
-struct hasher {
-	store_msg *m;
-	atomic_bool stop;
-	int rounds;
-};
-
-static void *hasher_main(void *arg)
-{
-	struct hasher *h = arg;
-	while (!atomic_load(&h->stop)) {
-		store_msg_hash_some(h->m);
-		h->rounds++;
-	}
-	return NULL;
-}
-
-/* A message of 3 MiB appended in chunks while another thread hashes what
- * has arrived, as the prepare thread does: the buffer moves under it many
- * times (realloc), and the key must still be the bytes' SHA-256. */
-static void test_hash_while_arriving(void)
-{
-	size_t len = (size_t)3 << 20;
-	char *in = malloc(len);
-	CHECK(in != NULL);
-	for (size_t i = 0; i < len; i++)
-		in[i] = i % 77 == 76 ? '\n' : (char)('a' + (i * 7) % 26);
-	char *want = malloc(2 * len);
-	size_t wlen = crlf_reference(in, len, want);
-	uint8_t digest[32];
-	gnutls_hash_fast(GNUTLS_DIG_SHA256, want, wlen, digest);
-
-	struct hasher h = { store_msg_new(), false, 0 };
-	pthread_t t;
-	CHECK_EQ(pthread_create(&t, NULL, hasher_main, &h), 0);
-	unsigned seed = 99;
-	for (size_t at = 0; at < len;) {
-		size_t n = 1 + (size_t)(rand_r(&seed) % 70000);
-		if (n > len - at)
-			n = len - at;
-		store_msg_append(h.m, in + at, n);
-		at += n;
-	}
-	CHECK_EQ(store_msg_finish(h.m), wlen);
-	store_msg_seal(h.m);            /* races the hasher for the last stretch */
-	atomic_store(&h.stop, true);
-	pthread_join(t, NULL);
-	CHECK_EQ(store_msg_unsealed(h.m), 0);
-	struct store_msg_info info;
-	CHECK(store_msg_info_get(h.m, &info));
-	CHECK(memcmp(info.id, digest, 32) == 0);
-	CHECK(h.rounds > 0);
-	store_msg_unref(h.m);
-	free(want);
-	free(in);
 }
 
 struct changes {
@@ -804,10 +749,10 @@ static void test_quota(void)
 	CHECK_EQ(u.used_bytes, 50);
 	CHECK_EQ(u.quota_bytes, 100);
 	store_read_end(t);
-	/* The refused body was not stored. */
-	uint8_t digest[32];
-	gnutls_hash_fast(GNUTLS_DIG_SHA256, sixty, 60, digest);
-	CHECK_EQ(body_state(s, digest, NULL), 0);
+	/* The refused body was not stored: the next number is free. */
+	uint8_t next_id[32] = { 0 };
+	next_id[15] = 2;
+	CHECK_EQ(body_state(s, next_id, NULL), 0);
 
 	r = store_req_new();
 	store_req_user_quota(r, "alice", 0, 1);
@@ -820,6 +765,7 @@ static void test_quota(void)
 	store_req_user_quota(r, "alice", 0, 0);
 	CHECK_EQ(one_op(s, r), STORE_OK);
 	CHECK_EQ(deliver(s, "alice", NULL, sixty, 0), STORE_OK);
+	CHECK_EQ(body_state(s, next_id, sixty), 1);
 	store_close(s);
 	rmtree(dir);
 }
@@ -1144,6 +1090,71 @@ static char *big_body(size_t size, int seed)
 	return p;
 }
 
+/* Expunge UID of MAILBOX_ID. */
+static int expunge_one(store *s, uint32_t mailbox_id, uint32_t uid)
+{
+	store_req *r = store_req_new();
+	store_req_expunge(r, mailbox_id, uid);
+	return one_op(s, r);
+}
+
+/*
+ * The same bytes again in another request soon after share the body the
+ * first one wrote; bytes that only look the same (the same size, head and
+ * tail) do not; a body deleted since is not found, and its number is not
+ * given again.
+ */
+static void test_recent_bodies(void)
+{
+	char *dir = tmpdir();
+	store *s = open_sync(dir, NULL);
+	CHECK_EQ(add_user(s, "alice"), STORE_OK);
+	CHECK_EQ(add_user(s, "bob"), STORE_OK);
+	uint32_t ain = mbox(s, "alice", "INBOX").id, bin = mbox(s, "bob", "INBOX").id;
+	const size_t size = 40000;
+	char *a = big_body(size, 1);
+	char *twin = big_body(size, 1);
+	twin[size / 2] = twin[size / 2] == 'x' ? 'y' : 'x';
+	struct store_message m1, m2, m3;
+
+	CHECK_EQ(deliver(s, "alice", NULL, a, 0), STORE_OK);
+	CHECK_EQ(deliver(s, "bob", NULL, a, 0), STORE_OK);
+	CHECK_EQ(deliver(s, "bob", NULL, twin, 0), STORE_OK);
+	CHECK_EQ(msg_get(s, ain, 1, &m1), STORE_OK);
+	CHECK_EQ(msg_get(s, bin, 1, &m2), STORE_OK);
+	CHECK_EQ(msg_get(s, bin, 2, &m3), STORE_OK);
+	CHECK(memcmp(m1.body_id, m2.body_id, 32) == 0);
+	CHECK_EQ(store_body_number(m3.body_id), 2);
+	CHECK_EQ(body_state(s, m3.body_id, twin), 1);
+	/* Shared: alice's expunge leaves it to bob. */
+	CHECK_EQ(expunge_one(s, ain, 1), STORE_OK);
+	CHECK_EQ(body_state(s, m2.body_id, a), 1);
+	/* Bob's too: gone, and the same bytes again make a new body with
+	 * a new number (not 1, not 2). */
+	CHECK_EQ(expunge_one(s, bin, 1), STORE_OK);
+	CHECK_EQ(body_state(s, m2.body_id, NULL), 0);
+	CHECK_EQ(deliver(s, "alice", NULL, a, 0), STORE_OK);
+	CHECK_EQ(msg_get(s, ain, 2, &m1), STORE_OK);
+	CHECK_EQ(store_body_number(m1.body_id), 3);
+	CHECK_EQ(body_state(s, m1.body_id, a), 1);
+	/* The highest number deleted: still not given again. */
+	CHECK_EQ(expunge_one(s, ain, 2), STORE_OK);
+	CHECK_EQ(expunge_one(s, bin, 2), STORE_OK);
+	CHECK_EQ(deliver(s, "alice", NULL, twin, 0), STORE_OK);
+	CHECK_EQ(msg_get(s, ain, 3, &m1), STORE_OK);
+	CHECK_EQ(store_body_number(m1.body_id), 4);
+	CHECK_EQ(body_state(s, m1.body_id, twin), 1);
+	store_close(s);
+	s = open_sync(dir, NULL);
+	CHECK_EQ(deliver(s, "bob", NULL, a, 0), STORE_OK);
+	CHECK_EQ(msg_get(s, bin, 3, &m2), STORE_OK);
+	CHECK_EQ(store_body_number(m2.body_id), 5);
+	store_close(s);
+	free(a);
+	free(twin);
+	rmtree(dir);
+}
+
 static void test_map_growth(void)
 {
 	char *dir = tmpdir();
@@ -1237,7 +1248,7 @@ static void test_prepare_order(void)
 	char *dir = alice_dir(&inbox);
 	store *s;
 
-	const size_t sizes[] = { 256 * 1024, 100, 128 * 1024, 200, 64 * 1024 };
+	const size_t sizes[] = { 1536 * 1024, 100, 1100 * 1024, 200, 64 * 1024 };
 	const size_t n = sizeof sizes / sizeof sizes[0];
 	char *bodies[5];
 	uv_loop_t loop;
@@ -1266,7 +1277,7 @@ static void test_prepare_order(void)
 
 	/* Large ones, then close at once: the close drains them. */
 	memset(&log, 0, sizeof log);
-	char *late = big_body(300 * 1024, 7);
+	char *late = big_body(1200 * 1024, 7);
 	for (int i = 0; i < 3; i++)
 		submit_body(s, late, strlen(late), &log);
 	close_loop(s, &loop);
@@ -1280,12 +1291,12 @@ static void test_prepare_order(void)
 		struct store_message m;
 		CHECK_EQ(msg_get(s, inbox, uid, &m), STORE_OK);
 		CHECK_EQ(m.flags & STORE_F_SEEN, uid == 1 ? STORE_F_SEEN : 0u);
-		/* The key is the SHA-256 of the bytes, wherever it was computed. */
+		/* Sealed on either thread, each message has its bytes; the
+		 * three late ones (the same bytes, one after another) share
+		 * one body, the others have one each. */
 		const char *want = uid <= n ? bodies[uid - 1] : late;
-		uint8_t digest[32];
-		gnutls_hash_fast(GNUTLS_DIG_SHA256, want, strlen(want), digest);
-		CHECK(memcmp(m.body_id, digest, 32) == 0);
 		CHECK_EQ(body_state(s, m.body_id, want), 1);
+		CHECK_EQ(store_body_number(m.body_id), uid <= n ? uid : n + 1);
 	}
 	store_close(s);
 	for (size_t i = 0; i < n; i++)
@@ -1398,6 +1409,11 @@ static void test_map_resized_elsewhere(void)
 	free(b);
 	b = big_body(size, 8);
 	CHECK_EQ(deliver(s, "alice", NULL, b, 0), STORE_OK);
+	/* The other process's body took number 1: ours is the next. */
+	CHECK_EQ(store_body_number(m.body_id), 1);
+	CHECK_EQ(msg_get(s, in.id, 2, &m), STORE_OK);
+	CHECK_EQ(store_body_number(m.body_id), 2);
+	CHECK_EQ(body_state(s, m.body_id, b), 1);
 	free(b);
 	CHECK_EQ(mbox(s, "alice", "INBOX").messages, 2);
 	store_close(s);
@@ -2041,9 +2057,15 @@ static void test_late_dbs(void)
 
 	s = open_sync(dir, NULL);
 	CHECK_EQ(mime_state(s, m.body_id, "parts"), 0);
-	/* The same bytes delivered again bring the blob the old body lacked. */
+	/* The same bytes delivered now are a body of their own, with its
+	 * blob; the old body is read as it is. */
 	CHECK_EQ(deliver(s, "alice", NULL, MIME1, 0), STORE_OK);
-	CHECK_EQ(mime_state(s, m.body_id, "parts"), 1);
+	struct store_message m2;
+	CHECK_EQ(msg_get(s, inbox, 2, &m2), STORE_OK);
+	CHECK(memcmp(m.body_id, m2.body_id, 32) != 0);
+	CHECK_EQ(mime_state(s, m2.body_id, "parts"), 1);
+	CHECK_EQ(mime_state(s, m.body_id, "parts"), 0);
+	CHECK_EQ(body_state(s, m.body_id, MIME1), 1);
 	const char *kw[] = { "Later" };
 	CHECK_EQ(set_flags(s, inbox, 1, STORE_FLAGS_ADD, 0, kw, 1), STORE_OK);
 	kw_table(s, inbox, tab, sizeof tab, &n);
@@ -2085,23 +2107,27 @@ static void test_format_upgrade(void)
 	store_close(s);
 	char fmt[64];
 	raw_format(dir, NULL, fmt, sizeof fmt);
-	CHECK(strcmp(fmt, "onebox-store 2") == 0);
+	CHECK(strcmp(fmt, "onebox-store 3") == 0);
 
-	raw_format(dir, "onebox-store 1", fmt, sizeof fmt);
-	struct store_options ro = { .readonly = true };
-	s = open_sync(dir, &ro);
-	CHECK_EQ(mbox(s, "alice", "INBOX").messages, 1);
-	store_close(s);
-	raw_format(dir, NULL, fmt, sizeof fmt);
-	CHECK(strcmp(fmt, "onebox-store 1") == 0);
-	s = open_sync(dir, NULL);
-	CHECK_EQ(deliver(s, "alice", NULL, MSG1, 0), STORE_OK);
-	CHECK_EQ(mbox(s, "alice", "INBOX").messages, 2);
-	store_close(s);
-	raw_format(dir, NULL, fmt, sizeof fmt);
-	CHECK(strcmp(fmt, "onebox-store 2") == 0);
+	/* Formats 1 and 2: read as they are, upgraded by a writer. */
+	const char *older[] = { "onebox-store 1", "onebox-store 2" };
+	for (int i = 0; i < 2; i++) {
+		raw_format(dir, older[i], fmt, sizeof fmt);
+		struct store_options ro = { .readonly = true };
+		s = open_sync(dir, &ro);
+		CHECK_EQ(mbox(s, "alice", "INBOX").messages, 1 + i);
+		store_close(s);
+		raw_format(dir, NULL, fmt, sizeof fmt);
+		CHECK(strcmp(fmt, older[i]) == 0);
+		s = open_sync(dir, NULL);
+		CHECK_EQ(deliver(s, "alice", NULL, MSG1, 0), STORE_OK);
+		CHECK_EQ(mbox(s, "alice", "INBOX").messages, 2 + i);
+		store_close(s);
+		raw_format(dir, NULL, fmt, sizeof fmt);
+		CHECK(strcmp(fmt, "onebox-store 3") == 0);
+	}
 
-	raw_format(dir, "onebox-store 3", fmt, sizeof fmt);
+	raw_format(dir, "onebox-store 4", fmt, sizeof fmt);
 	char err[512] = "";
 	s = NULL;
 	CHECK_EQ(store_open(&s, dir, NULL, NULL, err, sizeof err), STORE_CORRUPT);
@@ -2133,7 +2159,9 @@ static void test_info_in_body_info(void)
 		struct store_message m;
 		CHECK_EQ(msg_get(s, inbox, 1, &m), STORE_OK);
 		CHECK_EQ(mime_state(s, m.body_id, "parts"), 1);
-		CHECK_EQ(deliver(s, "alice", NULL, MIME1, 0), STORE_OK);
+		store_req *r = store_req_new();
+		store_req_copy(r, inbox, 1, inbox);     /* UID 2, the same body */
+		CHECK_EQ(one_op(s, r), STORE_OK);
 		CHECK_EQ(mime_state(s, m.body_id, "parts"), 1);
 		store_close(s);
 		size_t nbodies = 0;
@@ -2143,7 +2171,7 @@ static void test_info_in_body_info(void)
 		CHECK_EQ(db_entries(dir, "bodies"), 1);         /* no info record beside it */
 
 		s = open_sync(dir, NULL);
-		store_req *r = store_req_new();
+		r = store_req_new();
 		store_req_expunge(r, inbox, 1);
 		CHECK_EQ(one_op(s, r), STORE_OK);
 		CHECK_EQ(mime_state(s, m.body_id, "parts"), 1);         /* one reference left */
@@ -2337,8 +2365,8 @@ int main(void)
 	test_single_instance();
 	test_crlf();
 	test_crlf_random();
-	test_hash_while_arriving();
 	test_prepare_order();
+	test_recent_bodies();
 	test_runway();
 	test_flags_modseq();
 	test_move_copy();
