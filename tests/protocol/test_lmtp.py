@@ -298,10 +298,10 @@ def test_many_messages_one_session(daemon):
 
 
 def test_large_messages_sharing_a_prefix_stay_distinct(daemon):
-    """Large messages are hashed while they arrive (store_msg_feed) and a
-    body is stored once per hash: three senders at once, messages of about
-    700 KB alike but for their last line, and one sent twice, must each be
-    read back as sent, never as another's bytes."""
+    """Bodies are shared when the bytes are the same (the store compares
+    recent bodies it finds by a fingerprint): three senders at once,
+    messages of about 700 KB alike but for their last line, and one sent
+    twice, must each be read back as sent, never as another's bytes."""
     prefix = b"".join(b"shared line %06d with bare LF\n" % i for i in range(22000))
     def make(tag):
         return msg("prefix", prefix + b"tail " + tag.encode() + b"\r\n")
