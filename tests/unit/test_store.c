@@ -20,7 +20,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-
 #include "check.h"
 #include "store/mime.h"
 #include "store/store.h"
@@ -336,7 +335,7 @@ static void test_deliver(void)
 	CHECK_EQ(store_body_number(m2.body_id), 2);
 	CHECK_EQ(store_body_number(m3.body_id), 3);
 	store_close(s);
-	/* Numbering goes on after a reopen (the tree, not memory, says). */
+	/* Numbering goes on after a reopen (the store keeps the next one). */
 	s = open_sync(dir, NULL);
 	CHECK_EQ(deliver(s, "alice", NULL, "Subject: four\r\n\r\nz\r\n", 0), STORE_OK);
 	CHECK_EQ(msg_get(s, in.id, 3, &m), STORE_OK);
