@@ -1540,40 +1540,23 @@ static int info_put(struct wtx *w, const struct info_loc *l, const uint8_t info[
 	return st;
 }
 
-/* Give body ID, whose info record V is at L, reference count REFS, keeping
- * its blob; an older body without one gains MI's blob when the same bytes
- * arrive again, unless body_mime already has it. */
-static int body_refs_set(struct wtx *w, const uint8_t id[32], const struct info_loc *l,
-                         const MDB_val *v, uint32_t refs, const struct store_msg_info *mi)
+/* Give the body whose info record V is at L reference count REFS. */
+static int body_refs_set(struct wtx *w, const struct info_loc *l, const MDB_val *v,
+                         uint32_t refs)
 {
-	if (v->mv_size > BODY_INFO_SIZE) {
-		/* V points into the map, which the put may change: copy it first. */
-		uint8_t *b = malloc(v->mv_size);
-		if (!b)
-			return STORE_TEMPFAIL;
-		memcpy(b, v->mv_data, v->mv_size);
-		be32_put(b, refs);
-		int st = w_put(w, l->dbi, l->key, l->klen, b, v->mv_size);
-		free(b);
-		return st;
-	}
-	uint8_t info[BODY_INFO_SIZE];
-	memcpy(info, v->mv_data, BODY_INFO_SIZE);
-	be32_put(info, refs);
-	if (mi && mi->mime && mi->mime_len) {
-		MDB_val old;
-		int st = w_get(w, w->s->db_body_mime, id, 32, &old);
-		if (st == STORE_NOTFOUND)
-			return info_put(w, l, info, mi->mime, mi->mime_len);
-		if (st)
-			return st;
-	}
-	return info_put(w, l, info, NULL, 0);
+	/* V points into the map, which the put may change: copy it first. */
+	uint8_t *b = malloc(v->mv_size);
+	if (!b)
+		return STORE_TEMPFAIL;
+	memcpy(b, v->mv_data, v->mv_size);
+	be32_put(b, refs);
+	int st = w_put(w, l->dbi, l->key, l->klen, b, v->mv_size);
+	free(b);
+	return st;
 }
 
-/* Take a reference on body ID, which must exist; MI, if not NULL, holds
- * the same bytes (their blob may be new to an old body). */
-static int body_ref(struct wtx *w, const uint8_t id[32], const struct store_msg_info *mi)
+/* Take a reference on body ID, which must exist. */
+static int body_ref(struct wtx *w, const uint8_t id[32])
 {
 	MDB_val v;
 	struct info_loc l;
@@ -1584,7 +1567,7 @@ static int body_ref(struct wtx *w, const uint8_t id[32], const struct store_msg_
 		uint32_t refs = be32_get(v.mv_data);
 		if (refs == UINT32_MAX)
 			return STORE_INVALID;
-		return body_refs_set(w, id, &l, &v, refs + 1, mi);
+		return body_refs_set(w, &l, &v, refs + 1);
 	}
 	return st == STORE_NOTFOUND ? STORE_CORRUPT : st; /* a missing body */
 }
@@ -1627,10 +1610,8 @@ static int body_number_last(struct wtx *w, uint64_t *out)
 	MDB_val key = val_of(k, sizeof k), v;
 	rc = mdb_cursor_get(c, &key, &v, MDB_SET_RANGE);
 	rc = mdb_cursor_get(c, &key, &v, rc == MDB_NOTFOUND ? MDB_LAST : MDB_PREV);
-	static const uint8_t zero[8];
-	*out = 0;
-	if (rc == 0 && key.mv_size >= 16 && memcmp(key.mv_data, zero, 8) == 0)
-		*out = be64_get((const uint8_t *)key.mv_data + 8);
+	/* A body's key or its info record's (the same 32 octets and a tag). */
+	*out = rc == 0 && key.mv_size >= 32 ? store_body_number(key.mv_data) : 0;
 	mdb_cursor_close(c);
 	return rc && rc != MDB_NOTFOUND ? w_fail(w, rc) : STORE_OK;
 }
@@ -1711,7 +1692,7 @@ static int body_new(struct wtx *w, const struct store_msg_info *mi, uint8_t id[3
 		 * txn whose number went to other bytes: the bytes decide. */
 		if (w_get(w, w->s->db_bodies, id, 32, &v) == STORE_OK && v.mv_size == mi->size &&
 		    memcmp(v.mv_data, mi->data, mi->size) == 0)
-			return body_ref(w, id, mi);
+			return body_ref(w, id);
 	}
 	uint64_t num;
 	int st = body_number_next(w, &num);
@@ -1748,7 +1729,7 @@ static int body_unref(struct wtx *w, const uint8_t id[32])
 		return STORE_CORRUPT;
 	uint32_t refs = be32_get(v.mv_data);
 	if (refs > 1)
-		return body_refs_set(w, id, &l, &v, refs - 1, NULL);
+		return body_refs_set(w, &l, &v, refs - 1);
 	if ((st = w_del(w, l.dbi, l.key, l.klen)) != 0 ||
 	    (st = w_del(w, w->s->db_body_mime, id, 32)) != 0)
 		return st;
@@ -2389,7 +2370,7 @@ static int op_move_copy(struct wtx *w, const struct store_op *op, struct store_r
 			return STORE_OVERQUOTA;
 		u.u.used_bytes += m.size;
 		u.u.used_messages++;
-		if ((st = w_user_put(w, &u)) != 0 || (st = body_ref(w, m.body_id, NULL)) != 0)
+		if ((st = w_user_put(w, &u)) != 0 || (st = body_ref(w, m.body_id)) != 0)
 			return st;
 	}
 	if ((st = keywords_remap(w, src.m.id, op->dest_id, &m.keywords)) != 0)
